@@ -1,0 +1,165 @@
+"""The hook layer: run a model over prompts and stream chosen activations into a store."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import HookError, InputError
+from .hooks import HookCatalog, HookSpec
+from .models import LoadedModel
+from .progress import Job, Progress
+from .store import RunWriter
+
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib_metadata.version(name)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class CaptureResult:
+    path: Path
+    run_id: str
+    n_prompts: int
+    n_tokens: int
+    hooks: list[str]
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def tokenize_prompts(model: LoadedModel, prompts, prepend_bos: bool | None) -> list[list[int]]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise InputError("No prompts given.", "pass --prompt TEXT or --prompts-file FILE")
+    token_lists = []
+    for number, text in enumerate(prompts, start=1):
+        try:
+            token_lists.append(model.tokenize(text, prepend_bos=prepend_bos))
+        except InputError as exc:
+            where = f"Prompt {number} of {len(prompts)}: " if len(prompts) > 1 else ""
+            raise InputError(where + exc.message, exc.hint) from None
+    return token_lists
+
+
+def run_metadata(model: LoadedModel, specs: list[HookSpec], prepend_bos: bool | None) -> dict:
+    return {
+        "model_spec": model.spec,
+        "model_name": model.name,
+        "model_fingerprint": model.fingerprint,
+        "model_config": model.describe(),
+        "model_dtype": model.dtype,
+        "device": model.device,
+        "prepend_bos": model.tokenizer_prepends_bos if prepend_bos is None else bool(prepend_bos),
+        "hooks": [s.name for s in specs],
+        "transformer_lens_version": package_version("transformer-lens"),
+        "torch_version": torch.__version__,
+        "workbench_version": package_version("interpretability-workbench"),
+        "python_version": platform.python_version(),
+    }
+
+
+def _per_prompt_axes(spec: HookSpec, ndim: int) -> tuple[int, ...]:
+    return tuple((axis if axis >= 0 else ndim + axis) - 1 for axis in spec.pos_dims)
+
+
+def capture_activations(
+    model: LoadedModel,
+    prompts,
+    hooks,
+    out: str | Path,
+    *,
+    storage_dtype: str = "float32",
+    batch_size: int = 8,
+    prepend_bos: bool | None = None,
+    compression: str = "lzf",
+) -> Job[CaptureResult]:
+    """Generator: yields Progress per batch and returns a CaptureResult.
+
+    Closing the generator early (cancel) leaves the run marked interrupted.
+    """
+    if batch_size < 1:
+        raise InputError(f"Batch size must be at least 1, not {batch_size}.", "pass --batch-size 1 or more")
+    if storage_dtype not in STORAGE_DTYPES:
+        raise InputError(f"Unknown storage dtype {storage_dtype!r}.", "choose float32 or float16")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    token_lists = tokenize_prompts(model, prompts, prepend_bos)
+    specs = HookCatalog(model.bridge).resolve(hooks)
+    started = time.perf_counter()
+    writer = RunWriter(
+        Path(out),
+        metadata=run_metadata(model, specs, prepend_bos),
+        prompts=prompts,
+        token_lists=token_lists,
+        str_token_lists=[model.str_tokens(t) for t in token_lists],
+        storage_dtype=storage_dtype,
+        compression=compression,
+    )
+    target_dtype = STORAGE_DTYPES[storage_dtype]
+    # Longest prompts first, so each batch pads little.
+    order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
+    pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
+    device = next(model.bridge.parameters()).device
+    done = 0
+    try:
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            lengths = [len(token_lists[i]) for i in indices]
+            width = max(lengths)
+            batch = torch.full((len(indices), width), pad_id, dtype=torch.long)
+            for row, i in enumerate(indices):
+                batch[row, : lengths[row]] = torch.tensor(token_lists[i])
+            fired: set[str] = set()
+
+            def make_hook(spec: HookSpec):
+                def store_hook(tensor, hook):
+                    if tensor.shape[0] != len(indices):
+                        raise HookError(
+                            f"Hook {spec.name} gives one tensor for the whole batch (shape {tuple(tensor.shape)}), not one per prompt.",
+                            "leave it out of --hooks",
+                        )
+                    array = tensor.detach().to("cpu", dtype=target_dtype, copy=True).numpy()
+                    writer.put(spec.name, spec.canonical, _per_prompt_axes(spec, tensor.ndim), indices, lengths, array)
+                    fired.add(spec.name)
+
+                return store_hook
+
+            # Right padding needs no attention mask: under causal attention a real
+            # token never sees the padding that follows it.
+            with torch.inference_mode():
+                model.bridge.run_with_hooks(
+                    batch.to(device), fwd_hooks=[(spec.canonical, make_hook(spec)) for spec in specs], return_type=None
+                )
+            silent = [s.name for s in specs if s.name not in fired]
+            if silent:
+                raise HookError(
+                    f"Hook point(s) {', '.join(silent)} never fired on {model.name}.",
+                    "this architecture does not compute them; choose other hooks",
+                )
+            writer.end_batch()
+            done += len(indices)
+            yield Progress(done, len(order), f"{done}/{len(order)} prompts")
+        run_id = writer.finish({"seconds": round(time.perf_counter() - started, 3)})
+    except BaseException as exc:
+        writer.abort(f"{type(exc).__name__}: {exc}" if not isinstance(exc, GeneratorExit) else "cancelled")
+        raise
+    return CaptureResult(
+        path=Path(out),
+        run_id=run_id,
+        n_prompts=len(token_lists),
+        n_tokens=sum(len(t) for t in token_lists),
+        hooks=[s.name for s in specs],
+        seconds=time.perf_counter() - started,
+    )

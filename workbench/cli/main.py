@@ -1,0 +1,278 @@
+"""The `workbench` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..errors import WorkbenchError
+
+DEFAULT_MODEL = "smollm2"
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import logging
+
+        logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+    except ImportError:
+        pass
+
+
+def _bool_choice(value: str | None) -> bool | None:
+    return None if value in (None, "auto") else value == "on"
+
+
+def _load(args):
+    from ..models import load_model
+
+    print(f"loading {args.model} ...", file=sys.stderr)
+    model = load_model(args.model, device=args.device, dtype=args.model_dtype)
+    print(f"loaded {model.name} in {model.load_seconds:.1f} s (fingerprint {model.fingerprint})", file=sys.stderr)
+    return model
+
+
+def _add_model_args(parser: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL) -> None:
+    parser.add_argument("--model", default=default_model, help="smollm2, lab:NAME, a Hub id, a folder or a .gguf file")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    parser.add_argument("--model-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--bos", default="auto", choices=["auto", "on", "off"], help="prepend the BOS token (auto: the tokenizer's own convention)")
+
+
+def cmd_models(args) -> int:
+    from ..models import available_models
+
+    entries = available_models()
+    if args.json:
+        print(json.dumps([e.__dict__ for e in entries], indent=2))
+        return 0
+    width = max(len(e.spec) for e in entries) if entries else 10
+    for entry in entries:
+        print(f"{entry.spec:<{width}}  {entry.kind:<9}  {entry.description}")
+    print("\nAlso loadable: a local Hugging Face folder, a .gguf file, or a Hub id (downloaded when online).")
+    return 0
+
+
+def _read_prompts(args) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise WorkbenchError(f"Prompts file not found: {path}.", "give a text file with one prompt per line")
+        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise WorkbenchError("No prompts given.", "pass --prompt TEXT or --prompts-file FILE")
+    return prompts
+
+
+def cmd_cache(args) -> int:
+    from tqdm import tqdm
+
+    from ..capture import capture_activations
+
+    prompts = _read_prompts(args)
+    model = _load(args)
+    job = capture_activations(
+        model,
+        prompts,
+        args.hooks,
+        args.out,
+        storage_dtype=args.dtype,
+        batch_size=args.batch_size,
+        prepend_bos=_bool_choice(args.bos),
+        compression=args.compression,
+    )
+    bar = tqdm(total=len(prompts), unit="prompt", file=sys.stderr, disable=len(prompts) < 2 or args.quiet)
+    try:
+        while True:
+            try:
+                progress = next(job)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            bar.n = int(progress.done)
+            bar.refresh()
+    except KeyboardInterrupt:
+        job.close()
+        print(f"\ninterrupted: the run in {args.out} is marked incomplete and will not be used", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    rate = result.n_tokens / result.seconds if result.seconds else 0.0
+    print(
+        f"wrote {result.run_id} to {result.path}: {result.n_prompts} prompts, {result.n_tokens} tokens, "
+        f"{len(result.hooks)} hooks in {result.seconds:.1f} s ({rate:.0f} tokens/s)"
+    )
+    return 0
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def cmd_inspect(args) -> int:
+    from ..store import ActivationStore
+
+    with ActivationStore(args.file) as store:
+        runs = store.runs()
+        if args.json:
+            out = []
+            for run in runs:
+                summary = run.summary()
+                summary["hook_names"] = run.hooks
+                summary["prompt_texts"] = run.prompts()
+                out.append(summary)
+            print(json.dumps({"file": str(args.file), "runs": out}, indent=2))
+            return 0
+        size = Path(args.file).stat().st_size
+        print(f"{args.file}: workbench activation store, {len(runs)} run(s), {_human_bytes(size)}")
+        for run in runs:
+            s = run.summary()
+            state = s["status"] if s["status"] != "writing" else "INCOMPLETE (interrupted before it finished; never used)"
+            if s["status"] == "interrupted":
+                state = f"INCOMPLETE ({run.attrs.get('interrupted_reason', 'interrupted')}; never used)"
+            print(f"\n{run.id}  [{state}]")
+            print(f"  model       {s['model']}  fingerprint {s['fingerprint']}")
+            attrs = run.attrs
+            print(f"  created     {s['created']}  transformer-lens {attrs.get('transformer_lens_version')}  storage {s['storage_dtype']}")
+            print(f"  prompts     {s['prompts']} ({s['tokens']} tokens, BOS {'on' if attrs.get('prepend_bos') else 'off'})")
+            for i in range(min(run.n_prompts, args.prompts)):
+                text = run.prompt(i)
+                print(f"    [{i}] {text[:70]!r}{'...' if len(text) > 70 else ''}  ({run.length(i)} tokens)")
+            if run.n_prompts > args.prompts:
+                print(f"    ... {run.n_prompts - args.prompts} more")
+            hooks = run.hooks
+            print(f"  hooks       {len(hooks)}")
+            for name in hooks[: args.hooks] if not args.all_hooks else hooks:
+                ds = run.dataset(name)
+                stored = ds.id.get_storage_size()
+                print(f"    {name:<36} {str(tuple(ds.shape)):<22} {ds.dtype}  {_human_bytes(stored)}")
+            if len(hooks) > args.hooks and not args.all_hooks:
+                print(f"    ... {len(hooks) - args.hooks} more (--all-hooks lists them)")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..predict import predict_next
+
+    model = _load(args)
+    result = predict_next(model, args.prompt, k=args.k, prepend_bos=_bool_choice(args.bos))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"tokens ({len(result.tokens)}, BOS {'on' if result.prepend_bos else 'off'}): " + " | ".join(repr(t) for t in result.str_tokens))
+    print("next token:")
+    for text, token_id, p in result.top:
+        print(f"  {p:7.2%}  {text!r}  (id {token_id})")
+    return 0
+
+
+def cmd_hooks(args) -> int:
+    from ..hooks import HookCatalog, describe_presets
+
+    print("presets:")
+    for name, text, patterns in describe_presets():
+        print(f"  {name:<12} {text}: {', '.join(patterns)}")
+    if args.model:
+        model = _load(args)
+        catalog = HookCatalog(model.bridge)
+        specs = catalog.resolve(args.pattern) if args.pattern else catalog.specs
+        print(f"\nhook points of {model.name} ({len(specs)}):")
+        for spec in specs:
+            alias = f"  (= {spec.canonical})" if spec.canonical != spec.name else ""
+            print(f"  {spec.name}{alias}")
+    return 0
+
+
+def cmd_gui(args) -> int:
+    try:
+        from ..gui.app import main as gui_main  # noqa: F401
+    except ImportError:
+        print(
+            "The desktop app is not built yet. Use the command line: 'workbench predict', 'workbench cache', 'workbench inspect' (see 'workbench --help').",
+            file=sys.stderr,
+        )
+        return 1
+    return gui_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Interpretability Workbench: look inside language models.")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("models", help="list the models available offline now")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("cache", help="run a model over prompts and store chosen activations in an HDF5 file")
+    _add_model_args(p)
+    p.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    p.add_argument("--prompts-file", help="a text file with one prompt per line")
+    p.add_argument("--hooks", action="append", required=True, help="hook names, globs (blocks.*.attn.hook_pattern) or presets (residual, attention, mlp, ...); comma-separated or repeated")
+    p.add_argument("--out", required=True, help="the store file (.h5); runs are appended")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage precision")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--compression", default="lzf", choices=["lzf", "gzip", "none"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("inspect", help="what a store holds")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--prompts", type=int, default=5, help="how many prompts to list per run")
+    p.add_argument("--hooks", type=int, default=8, help="how many hooks to list per run")
+    p.add_argument("--all-hooks", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("predict", help="the prompt's tokens and the model's top next-token predictions")
+    _add_model_args(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("hooks", help="list hook presets, and a model's hook points")
+    _add_model_args(p, default_model=None)
+    p.set_defaults(model=None)
+    p.add_argument("--pattern", action="append", help="only hooks matching these names/globs/presets")
+    p.set_defaults(func=cmd_hooks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        return cmd_gui(args)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except WorkbenchError as exc:
+        print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

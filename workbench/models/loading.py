@@ -1,0 +1,244 @@
+"""Turn a model spec into a loaded TransformerBridge, its tokenizer and metadata."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from ..errors import InputError, ModelLoadError
+from .fingerprint import fingerprint_model
+from .gguf_cache import convert_gguf, embedded_gguf_path
+from .specs import ModelSource, parse_spec
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEVICES = ("cpu", "cuda", "mps")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis: the bridge plus everything we know about it."""
+
+    source: ModelSource
+    bridge: object  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: object
+    fingerprint: str
+    device: str
+    dtype: str
+    tokenizer_prepends_bos: bool
+    load_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        return self.source.spec
+
+    @property
+    def name(self) -> str:
+        return self.source.display_name
+
+    @property
+    def cfg(self):
+        return self.bridge.cfg
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.cfg.n_layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.cfg.n_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        return int(getattr(self.cfg, "n_key_value_heads", None) or self.n_heads)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.cfg.n_ctx)
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return getattr(self.tokenizer, "bos_token_id", None)
+
+    def tokenize(self, text: str, prepend_bos: bool | None = None) -> list[int]:
+        """Token ids of text. prepend_bos=None follows the tokenizer's own convention."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("The prompt is empty.", "type some text to analyse")
+        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        want_bos = self.tokenizer_prepends_bos if prepend_bos is None else prepend_bos
+        bos = self.bos_token_id
+        has_bos = bool(ids) and bos is not None and ids[0] == bos
+        if want_bos and not has_bos:
+            if bos is None:
+                raise InputError(f"{self.name}'s tokenizer has no BOS token.", "turn 'prepend BOS' off")
+            ids = [bos] + ids
+        elif not want_bos and has_bos and self.tokenizer_prepends_bos:
+            ids = ids[1:]
+        if not ids:
+            raise InputError("The prompt has no tokens.", "type some text to analyse")
+        if len(ids) > self.n_ctx:
+            raise InputError(
+                f"The prompt is {len(ids)} tokens long; {self.name} reads at most {self.n_ctx}.",
+                "shorten the prompt",
+            )
+        return ids
+
+    def str_tokens(self, ids) -> list[str]:
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    def describe(self) -> dict:
+        import transformer_lens
+
+        return {
+            "spec": self.spec,
+            "name": self.name,
+            "kind": self.source.kind,
+            "location": self.source.location,
+            "fingerprint": self.fingerprint,
+            "architecture": getattr(self.cfg, "architecture", None),
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "d_model": int(self.cfg.d_model),
+            "d_vocab": int(self.cfg.d_vocab),
+            "n_ctx": self.n_ctx,
+            "device": self.device,
+            "dtype": self.dtype,
+            "tokenizer_prepends_bos": self.tokenizer_prepends_bos,
+            "transformer_lens_version": getattr(transformer_lens, "__version__", "unknown"),
+        }
+
+
+def _check_device(device: str) -> str:
+    device = (device or "cpu").lower()
+    base = device.split(":")[0]
+    if base not in DEVICES:
+        raise ModelLoadError(f"Unknown device {device!r}.", f"choose one of {', '.join(DEVICES)}")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("CUDA was asked for but torch sees no CUDA GPU.", "use --device cpu, or install a CUDA build of torch")
+    if base == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ModelLoadError("MPS was asked for but is not available here.", "use --device cpu")
+        # TransformerLens disables MPS by default after wrong outputs (#1178); asking for it is opting in.
+        os.environ.setdefault("TRANSFORMERLENS_ALLOW_MPS", "1")
+    return device
+
+
+def _check_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}.", f"choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    host, port = parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_mode() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ).lower() in ("1", "true", "yes")
+
+
+def _load_hf(location: str, torch_dtype: torch.dtype, local_only: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, local_files_only=local_only)
+    return model, tokenizer
+
+
+def _load_hub(model_id: str, torch_dtype: torch.dtype):
+    # The user's cache first: it works offline and never waits on the network.
+    try:
+        return _load_hf(model_id, torch_dtype, local_only=True)
+    except OSError:
+        pass
+    if _offline_mode():
+        raise ModelLoadError(
+            f"{model_id!r} is not in the Hugging Face cache and offline mode is on (HF_HUB_OFFLINE).",
+            "download it once while online, or load a local folder or .gguf file",
+        )
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"{model_id!r} is not in the Hugging Face cache and the Hub cannot be reached.",
+            "connect to the internet once to download it, or load a local folder or .gguf file",
+        )
+    try:
+        return _load_hf(model_id, torch_dtype, local_only=False)
+    except OSError as exc:
+        raise ModelLoadError(f"Could not load {model_id!r} from the Hub: {exc}", "check the model id on huggingface.co") from exc
+
+
+def _tokenizer_prepends_bos(tokenizer) -> bool:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def load_hf_model(spec: str, dtype: str = "float32"):
+    """The Hugging Face model and tokenizer behind a spec, before bridging."""
+    source = parse_spec(spec)
+    torch_dtype = _check_dtype(dtype)
+    try:
+        if source.kind == "embedded":
+            folder = convert_gguf(embedded_gguf_path())
+            model, tokenizer = _load_hf(str(folder), torch_dtype, local_only=True)
+        elif source.kind == "gguf":
+            folder = convert_gguf(Path(source.location))
+            model, tokenizer = _load_hf(str(folder), torch_dtype, local_only=True)
+        elif source.kind in ("lab", "folder"):
+            model, tokenizer = _load_hf(source.location, torch_dtype, local_only=True)
+        else:
+            model, tokenizer = _load_hub(source.location, torch_dtype)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"Could not load {spec!r}: {exc}", "check that it is a causal language model in Hugging Face format") from exc
+    return source, model.eval(), tokenizer
+
+
+def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load any model spec as a TransformerBridge (TransformerLens 4.x)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    started = time.perf_counter()
+    device = _check_device(device)
+    source, hf_model, tokenizer = load_hf_model(spec, dtype)
+    fingerprint = fingerprint_model(hf_model)
+    prepends_bos = _tokenizer_prepends_bos(tokenizer)
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            source.display_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=DTYPES[dtype]
+        )
+    except Exception as exc:  # unsupported architectures surface as assorted errors
+        raise ModelLoadError(
+            f"TransformerLens cannot wrap {spec!r} ({type(hf_model).__name__}): {exc}",
+            "check TransformerBridge.list_supported_models() for supported architectures",
+        ) from exc
+    bridge.eval()
+    return LoadedModel(
+        source=source,
+        bridge=bridge,
+        tokenizer=tokenizer,
+        fingerprint=fingerprint,
+        device=device,
+        dtype=dtype,
+        tokenizer_prepends_bos=prepends_bos,
+        load_seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,74 @@
+"""Model specs: the strings users type to name a model, and what they resolve to."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from ..paths import lab_models_dir
+
+EMBEDDED_NAMES = ("smollm2", "smollm2-135m-instruct")
+LAB_PREFIX = "lab:"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from. kind is one of: embedded, lab, hub, folder, gguf."""
+
+    kind: str
+    spec: str
+    location: str
+
+    @property
+    def display_name(self) -> str:
+        if self.kind == "embedded":
+            return "SmolLM2-135M-Instruct"
+        if self.kind == "lab":
+            return self.spec
+        if self.kind in ("folder", "gguf"):
+            return Path(self.location).name
+        return self.location
+
+
+def lab_model_names() -> list[str]:
+    root = lab_models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+
+
+def parse_spec(spec: str) -> ModelSource:
+    spec = (spec or "").strip()
+    if not spec:
+        raise ModelLoadError("No model given.", "pass a model spec such as 'smollm2', 'lab:induction', a Hub id, a folder or a .gguf file")
+    if spec.lower() in EMBEDDED_NAMES:
+        return ModelSource("embedded", spec.lower(), "smollm2")
+    if spec.startswith(LAB_PREFIX):
+        name = spec[len(LAB_PREFIX):]
+        folder = lab_models_dir() / name
+        if not (folder / "config.json").is_file():
+            known = ", ".join(LAB_PREFIX + n for n in lab_model_names()) or "none found"
+            raise ModelLoadError(f"Unknown lab model {spec!r}.", f"lab models shipped in assets/lab: {known}")
+        return ModelSource("lab", spec, str(folder))
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}.", "check the path")
+        return ModelSource("gguf", spec, str(path.resolve()))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"Folder {path} holds no config.json, so it is not a Hugging Face model folder.",
+                "point at the folder that save_pretrained wrote",
+            )
+        return ModelSource("folder", spec, str(path.resolve()))
+    looks_like_path = spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1
+    if looks_like_path or not _HUB_ID.match(spec):
+        raise ModelLoadError(
+            f"Unknown model {spec!r}: not a known name, an existing folder, a .gguf file or a Hub id.",
+            "run 'workbench models' to list the models available offline",
+        )
+    return ModelSource("hub", spec, spec)

@@ -1,0 +1,110 @@
+"""The on-disk layout of an activation store (HDF5), and opening files safely.
+
+    /                      attrs: workbench_format, format_version
+    /runs/<run-id>/        attrs: status, model spec/name/fingerprint/config, versions,
+                                  dtype, hooks, created/finished time, prepend_bos
+        prompts            [n] utf-8 strings
+        tokens             [sum of lengths] int32, prompt i is tokens[offsets[i]:offsets[i+1]]
+        offsets            [n + 1] int64
+        str_tokens         [sum of lengths] utf-8 strings
+        token_keys         [n] hash of each prompt's token ids, for lookups
+        acts/<hook name>   [n, *per-prompt shape] with position axes padded to the
+                           longest prompt; attrs: canonical name, position_axes
+
+A run's status is "writing" until all its data has been flushed, then
+"complete"; only complete runs are ever served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import StoreError
+
+FORMAT_NAME = "interpretability-workbench/activations"
+FORMAT_VERSION = 1
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+STATUS_WRITING = "writing"
+STATUS_COMPLETE = "complete"
+STATUS_INTERRUPTED = "interrupted"
+
+STRING_DTYPE = h5py.string_dtype("utf-8")
+
+
+def token_key(tokens) -> str:
+    return hashlib.blake2b(np.asarray(tokens, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
+
+
+def _has_hdf5_signature(path: Path) -> bool:
+    # HDF5 allows the superblock at 0, 512, 1024, 2048, ... bytes.
+    try:
+        with open(path, "rb") as handle:
+            offset = 0
+            while True:
+                handle.seek(offset)
+                head = handle.read(8)
+                if len(head) < 8:
+                    return False
+                if head == HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+
+
+def open_store_file(path: Path, mode: str) -> h5py.File:
+    """Open path as a workbench store, with a clear error for every way that can fail.
+
+    mode "r" reads; mode "a" appends, creating the file when it does not exist.
+    """
+    path = Path(path)
+    exists = path.exists()
+    if mode == "r" and not exists:
+        raise StoreError(f"No store at {path}.", "check the path, or create one with 'workbench cache'")
+    if exists and path.is_dir():
+        raise StoreError(f"{path} is a folder, not a store file.", "give a file name ending in .h5")
+    if exists and path.stat().st_size > 0 and not _has_hdf5_signature(path):
+        raise StoreError(f"{path} is not an HDF5 file.", "give a workbench store (.h5) or a new file name")
+    try:
+        handle = h5py.File(path, mode)
+    except BlockingIOError as exc:
+        raise StoreError(f"{path} is open for writing in another process.", "wait for that run to finish") from exc
+    except OSError as exc:
+        detail = str(exc).split("(")[0].strip()
+        if "lock" in str(exc).lower():
+            raise StoreError(f"{path} is locked by another process.", "wait for it to finish, or close the other program") from exc
+        raise StoreError(
+            f"{path} is a damaged or truncated HDF5 file ({detail}).",
+            "the runs in it cannot be read; write new runs to another file",
+        ) from exc
+    try:
+        if len(handle.keys()) == 0 and not handle.attrs.keys() and mode != "r":
+            handle.attrs["workbench_format"] = FORMAT_NAME
+            handle.attrs["format_version"] = FORMAT_VERSION
+            handle.create_group("runs")
+        fmt = handle.attrs.get("workbench_format")
+        if fmt != FORMAT_NAME:
+            raise StoreError(
+                f"{path} is an HDF5 file but not a workbench activation store.",
+                "the workbench will not read or change it; give another file name",
+            )
+        version = int(handle.attrs.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise StoreError(
+                f"{path} was written by a newer workbench (store format {version}; this one reads up to {FORMAT_VERSION}).",
+                "upgrade the workbench",
+            )
+        if "runs" not in handle:
+            raise StoreError(f"{path} is a workbench store without its 'runs' group (damaged).", "write new runs to another file")
+    except StoreError:
+        handle.close()
+        raise
+    except (OSError, KeyError, RuntimeError) as exc:
+        handle.close()
+        raise StoreError(f"{path} is damaged ({exc}).", "write new runs to another file") from exc
+    return handle

@@ -1,0 +1,204 @@
+"""Reading activation stores lazily: runs, tokens, and slices of activations."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import StoreError
+from .layout import STATUS_COMPLETE, STATUS_WRITING, open_store_file, token_key
+
+
+def _attr(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class StoredRun:
+    """One run in a store. Nothing is read until asked for."""
+
+    def __init__(self, group: h5py.Group):
+        self._group = group
+        self.id = group.name.rsplit("/", 1)[-1]
+
+    @property
+    def attrs(self) -> dict:
+        return {key: _attr(value) for key, value in self._group.attrs.items()}
+
+    @property
+    def status(self) -> str:
+        return str(_attr(self._group.attrs.get("status", STATUS_WRITING)))
+
+    @property
+    def complete(self) -> bool:
+        return self.status == STATUS_COMPLETE
+
+    @property
+    def fingerprint(self) -> str:
+        return str(_attr(self._group.attrs.get("model_fingerprint", "")))
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self._group["offsets"].shape[0] - 1)
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self._group["acts"].keys())
+
+    def canonical_names(self) -> dict[str, str]:
+        return {name: _attr(ds.attrs.get("canonical_name", name)) for name, ds in self._group["acts"].items()}
+
+    def resolve(self, hook: str) -> str:
+        """The stored name for a hook given by its legacy or canonical name."""
+        acts = self._group["acts"]
+        if hook in acts:
+            return hook
+        for name, canonical in self.canonical_names().items():
+            if canonical == hook:
+                return name
+        raise StoreError(f"Run {self.id} holds no activations for {hook!r}.", f"it holds: {', '.join(self.hooks) or 'none'}")
+
+    def _span(self, prompt: int) -> tuple[int, int]:
+        if not 0 <= prompt < self.n_prompts:
+            raise StoreError(f"Run {self.id} has {self.n_prompts} prompts; there is no prompt {prompt}.", "use an index from 0")
+        offsets = self._group["offsets"]
+        return int(offsets[prompt]), int(offsets[prompt + 1])
+
+    def prompt(self, index: int) -> str:
+        value = self._group["prompts"][index]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def prompts(self) -> list[str]:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in self._group["prompts"][:]]
+
+    def tokens(self, prompt: int) -> np.ndarray:
+        start, stop = self._span(prompt)
+        return self._group["tokens"][start:stop]
+
+    def str_tokens(self, prompt: int) -> list[str]:
+        start, stop = self._span(prompt)
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in self._group["str_tokens"][start:stop]]
+
+    def length(self, prompt: int) -> int:
+        start, stop = self._span(prompt)
+        return stop - start
+
+    def dataset(self, hook: str) -> h5py.Dataset:
+        return self._group["acts"][self.resolve(hook)]
+
+    def read(self, hook: str, prompt: int, index: tuple = ()) -> np.ndarray:
+        """Activations of one hook for one prompt, with padding cut away.
+
+        index selects within the per-prompt axes before reading, e.g. (head,) for
+        one head of an attention pattern; position axes it leaves open are cut to
+        the prompt's length. Only the chunks covering the selection are read.
+        """
+        dataset = self.dataset(hook)
+        length = self.length(prompt)
+        position_axes = set(int(a) for a in dataset.attrs.get("position_axes", [0]))
+        selection = []
+        for axis in range(dataset.ndim - 1):
+            chosen = index[axis] if axis < len(index) else None
+            if chosen is None:
+                selection.append(slice(0, length) if axis in position_axes else slice(None))
+            else:
+                selection.append(chosen)
+        return dataset[(prompt, *selection)]
+
+    def pattern(self, layer: int, head: int, prompt: int) -> np.ndarray:
+        """Attention pattern [query, key] of one head."""
+        return self.read(f"blocks.{layer}.attn.hook_pattern", prompt, (head,))
+
+    def find_prompt(self, tokens) -> int | None:
+        key = token_key(tokens).encode()
+        keys = self._group["token_keys"][:]
+        hits = np.nonzero(keys == key)[0]
+        return int(hits[0]) if hits.size else None
+
+    def summary(self) -> dict:
+        attrs = self.attrs
+        return {
+            "run": self.id,
+            "status": self.status,
+            "model": attrs.get("model_spec"),
+            "fingerprint": attrs.get("model_fingerprint"),
+            "prompts": self.n_prompts,
+            "tokens": int(self._group["tokens"].shape[0]),
+            "hooks": len(self.hooks),
+            "storage_dtype": attrs.get("storage_dtype"),
+            "created": attrs.get("created"),
+        }
+
+
+@dataclass
+class StoreHit:
+    """Where a stored prompt lives: the run and the prompt's index in it."""
+
+    run: StoredRun
+    prompt: int
+
+
+class ActivationStore:
+    """A store file opened for reading. Use as a context manager."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._file = open_store_file(self.path, "r")
+
+    def __enter__(self) -> "ActivationStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def runs(self) -> list[StoredRun]:
+        runs = []
+        for name in sorted(self._file["runs"].keys()):
+            try:
+                runs.append(StoredRun(self._file["runs"][name]))
+            except (KeyError, OSError):  # a run whose header never reached the disk
+                continue
+        return runs
+
+    def run(self, run_id: str | None = None) -> StoredRun:
+        """A run by id; without an id, the newest complete run."""
+        if run_id is None:
+            complete = [r for r in self.runs() if r.complete]
+            if not complete:
+                raise StoreError(f"{self.path} holds no complete run.", "create one with 'workbench cache'")
+            return complete[-1]
+        if run_id not in self._file["runs"]:
+            raise StoreError(f"{self.path} has no run {run_id!r}.", f"its runs: {', '.join(r.id for r in self.runs()) or 'none'}")
+        return StoredRun(self._file["runs"][run_id])
+
+    def find(self, fingerprint: str, tokens, hooks) -> StoreHit | None:
+        """A complete run of this model that holds these tokens and all these hooks, if any."""
+        wanted = list(hooks)
+        for run in reversed(self.runs()):
+            if not run.complete or run.fingerprint != fingerprint:
+                continue
+            try:
+                for hook in wanted:
+                    run.resolve(hook)
+            except StoreError:
+                continue
+            prompt = run.find_prompt(tokens)
+            if prompt is not None:
+                return StoreHit(run, prompt)
+        return None

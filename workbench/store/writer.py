@@ -1,0 +1,249 @@
+"""Writing a run into a store on a background thread.
+
+The forward pass hands each hook's activations to RunWriter.put() and goes on
+computing; a writer thread slices away the padding and writes them into HDF5.
+A byte budget bounds what waits in the queue, so memory stays bounded for any
+number of prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import StoreError
+from .layout import (
+    STATUS_COMPLETE,
+    STATUS_INTERRUPTED,
+    STATUS_WRITING,
+    STRING_DTYPE,
+    open_store_file,
+    token_key,
+)
+
+CHUNK_TARGET_BYTES = 1 << 20
+COMPRESSIONS = ("lzf", "gzip", "none")
+
+
+@dataclass
+class _Item:
+    name: str
+    canonical: str
+    position_axes: tuple[int, ...]  # per-prompt axes (the batch axis removed)
+    prompt_indices: list[int]
+    lengths: list[int]
+    array: np.ndarray  # [batch, ...] in storage dtype
+    nbytes: int
+
+
+def attribute_value(value):
+    """A value HDF5 can hold as an attribute: containers as JSON, str subclasses as str."""
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    if isinstance(value, (bool, int, float, np.generic)):
+        return value
+    return str(value)
+
+
+def chunk_shape(sample_shape: tuple[int, ...], itemsize: int, position_axes: tuple[int, ...]) -> tuple[int, ...]:
+    """One prompt per chunk; split leading non-position axes (heads) until a chunk is about 1 MiB.
+
+    For an attention pattern [heads, q, k] this gives one head of one prompt per
+    chunk, so drawing a head reads exactly one chunk.
+    """
+    chunk = list(sample_shape)
+    for axis in range(len(chunk)):
+        if int(np.prod(chunk)) * itemsize <= CHUNK_TARGET_BYTES:
+            break
+        if axis in position_axes and len(position_axes) > 1:
+            continue
+        chunk[axis] = 1 if axis not in position_axes else max(1, CHUNK_TARGET_BYTES // max(1, itemsize * int(np.prod(chunk[axis + 1 :]))))
+    return (1, *[max(1, c) for c in chunk])
+
+
+class RunWriter:
+    """Creates one run in a store file and fills it from a background thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        metadata: dict,
+        prompts: list[str],
+        token_lists: list[list[int]],
+        str_token_lists: list[list[str]],
+        storage_dtype: str = "float32",
+        compression: str = "lzf",
+        max_pending_bytes: int = 512 << 20,
+    ):
+        if storage_dtype not in ("float32", "float16"):
+            raise StoreError(f"Unknown storage dtype {storage_dtype!r}.", "choose float32 or float16")
+        if compression not in COMPRESSIONS:
+            raise StoreError(f"Unknown compression {compression!r}.", f"choose one of {', '.join(COMPRESSIONS)}")
+        self.path = Path(path)
+        self.storage_dtype = np.dtype(storage_dtype)
+        self.compression = None if compression == "none" else compression
+        self.max_len = max(len(t) for t in token_lists)
+        self.n_prompts = len(prompts)
+        self._file = open_store_file(self.path, "a")
+        try:
+            self.run_id = self._new_run_id()
+            self._group = self._file["runs"].create_group(self.run_id)
+            self._write_header(metadata, prompts, token_lists, str_token_lists)
+            self._file.flush()
+        except Exception:
+            self._file.close()
+            raise
+        self._acts = self._group["acts"]
+        self._written: dict[str, int] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._pending_lock = threading.Condition()
+        self._max_pending = max_pending_bytes
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"store-writer-{self.run_id}", daemon=True)
+        self._thread.start()
+
+    def _new_run_id(self) -> str:
+        existing = [int(k.split("-")[1]) for k in self._file["runs"].keys() if k.startswith("run-") and k[4:].isdigit()]
+        return f"run-{(max(existing) + 1) if existing else 1:04d}"
+
+    def _write_header(self, metadata, prompts, token_lists, str_token_lists) -> None:
+        group = self._group
+        attrs = group.attrs
+        attrs["status"] = STATUS_WRITING
+        attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        attrs["writer_pid"] = os.getpid()
+        attrs["storage_dtype"] = self.storage_dtype.name
+        attrs["compression"] = self.compression or "none"
+        for key, value in metadata.items():
+            attrs[key] = attribute_value(value)
+        lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        group.create_dataset("prompts", data=np.array(prompts, dtype=object), dtype=STRING_DTYPE)
+        group.create_dataset("tokens", data=np.concatenate([np.asarray(t, dtype=np.int32) for t in token_lists]))
+        group.create_dataset("offsets", data=offsets)
+        flat_str = [s for strs in str_token_lists for s in strs]
+        group.create_dataset("str_tokens", data=np.array(flat_str, dtype=object), dtype=STRING_DTYPE)
+        group.create_dataset("token_keys", data=np.array([token_key(t) for t in token_lists], dtype="S32"))
+        group.create_group("acts")
+
+    # -- producer side (the thread running the model) --------------------------------------
+
+    def put(self, name: str, canonical: str, position_axes, prompt_indices, lengths, array: np.ndarray) -> None:
+        """Queue one hook's activations for a batch; blocks while the byte budget is spent."""
+        self.raise_if_failed()
+        nbytes = int(array.nbytes)
+        with self._pending_lock:
+            while self._pending > 0 and self._pending + nbytes > self._max_pending and self._error is None:
+                self._pending_lock.wait(0.5)
+            self._pending += nbytes
+        self._queue.put(_Item(name, canonical, tuple(position_axes), list(prompt_indices), list(lengths), array, nbytes))
+
+    def end_batch(self) -> None:
+        """Ask the writer to flush to disk once everything queued so far is written."""
+        self._queue.put("flush")
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise StoreError(f"Writing to {self.path} failed: {self._error}", "check free disk space and permissions") from self._error
+
+    # -- writer thread ---------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                self._release(item)
+                continue
+            try:
+                if item == "flush":
+                    self._file.flush()
+                else:
+                    self._write(item)
+            except BaseException as exc:  # reported to the producer by raise_if_failed
+                self._error = exc
+            finally:
+                self._release(item)
+
+    def _release(self, item) -> None:
+        if isinstance(item, _Item):
+            with self._pending_lock:
+                self._pending -= item.nbytes
+                self._pending_lock.notify_all()
+
+    def _dataset(self, item: _Item) -> h5py.Dataset:
+        if item.name in self._acts:
+            return self._acts[item.name]
+        sample_shape = list(item.array.shape[1:])
+        for axis in item.position_axes:
+            sample_shape[axis] = self.max_len
+        dataset = self._acts.create_dataset(
+            item.name,
+            shape=(self.n_prompts, *sample_shape),
+            dtype=self.storage_dtype,
+            chunks=chunk_shape(tuple(sample_shape), self.storage_dtype.itemsize, item.position_axes),
+            compression=self.compression,
+            shuffle=self.compression is not None,
+            fillvalue=0,
+        )
+        dataset.attrs["canonical_name"] = item.canonical
+        dataset.attrs["position_axes"] = np.array(item.position_axes, dtype=np.int64)
+        return dataset
+
+    def _write(self, item: _Item) -> None:
+        dataset = self._dataset(item)
+        for row, (prompt, length) in enumerate(zip(item.prompt_indices, item.lengths)):
+            index = [slice(None)] * (item.array.ndim - 1)
+            for axis in item.position_axes:
+                index[axis] = slice(0, length)
+            dataset[(prompt, *index)] = item.array[(row, *index)]
+        self._written[item.name] = self._written.get(item.name, 0) + len(item.prompt_indices)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def _stop_thread(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def finish(self, extra_attrs: dict | None = None) -> str:
+        """Wait for all writes, flush, and only then mark the run complete."""
+        self._stop_thread()
+        try:
+            self.raise_if_failed()
+            missing = {name: n for name, n in self._written.items() if n != self.n_prompts}
+            if missing:
+                raise StoreError(f"Run {self.run_id} is missing activations for {sorted(missing)}.", "this is a bug; please report it")
+            for key, value in (extra_attrs or {}).items():
+                self._group.attrs[key] = attribute_value(value)
+            self._group.attrs["hooks_written"] = json.dumps(sorted(self._written))
+            self._file.flush()
+            self._group.attrs["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self._group.attrs["status"] = STATUS_COMPLETE
+            self._file.flush()
+        finally:
+            self._file.close()
+        return self.run_id
+
+    def abort(self, reason: str) -> None:
+        """Stop writing and leave the run marked interrupted (never served as valid)."""
+        if self._thread.is_alive():
+            self._stop_thread()
+        try:
+            if self._file.id.valid:
+                self._group.attrs["status"] = STATUS_INTERRUPTED
+                self._group.attrs["interrupted_reason"] = reason
+                self._file.flush()
+        finally:
+            if self._file.id.valid:
+                self._file.close()
