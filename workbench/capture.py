@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .hooks import HookCatalog, HookSpec
 from .models import LoadedModel
 from .progress import Job, Progress
 from .store import RunWriter
+from .store.layout import LAYOUT_DENSE, LAYOUT_LOWER_TRIANGLE
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -47,7 +49,10 @@ def tokenize_prompts(model: LoadedModel, prompts, prepend_bos: bool | None) -> l
     token_lists = []
     for number, text in enumerate(prompts, start=1):
         try:
-            token_lists.append(model.tokenize(text, prepend_bos=prepend_bos))
+            if isinstance(text, str):
+                token_lists.append(model.tokenize(text, prepend_bos=prepend_bos))
+            else:
+                token_lists.append(model.check_tokens(text))
         except InputError as exc:
             where = f"Prompt {number} of {len(prompts)}: " if len(prompts) > 1 else ""
             raise InputError(where + exc.message, exc.hint) from None
@@ -71,6 +76,12 @@ def run_metadata(model: LoadedModel, specs: list[HookSpec], prepend_bos: bool | 
     }
 
 
+@lru_cache(maxsize=8)
+def _tril_indices(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, cols = torch.tril_indices(n, n, device=device)
+    return rows, cols
+
+
 def _per_prompt_axes(spec: HookSpec, ndim: int) -> tuple[int, ...]:
     return tuple((axis if axis >= 0 else ndim + axis) - 1 for axis in spec.pos_dims)
 
@@ -84,9 +95,11 @@ def capture_activations(
     storage_dtype: str = "float32",
     batch_size: int = 8,
     prepend_bos: bool | None = None,
-    compression: str = "lzf",
+    compression: str = "none",
 ) -> Job[CaptureResult]:
     """Generator: yields Progress per batch and returns a CaptureResult.
+
+    prompts are texts, or lists of token ids used as they are.
 
     Closing the generator early (cancel) leaves the run marked interrupted.
     """
@@ -96,6 +109,8 @@ def capture_activations(
         raise InputError(f"Unknown storage dtype {storage_dtype!r}.", "choose float32 or float16")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     token_lists = tokenize_prompts(model, prompts, prepend_bos)
+    # Prompts given as token ids are stored as their decoded text.
+    prompts = [p if isinstance(p, str) else model.tokenizer.decode(list(t)) for p, t in zip(prompts, token_lists)]
     specs = HookCatalog(model.bridge).resolve(hooks)
     started = time.perf_counter()
     writer = RunWriter(
@@ -108,6 +123,7 @@ def capture_activations(
         compression=compression,
     )
     target_dtype = STORAGE_DTYPES[storage_dtype]
+    causal = getattr(model.cfg, "attention_dir", "causal") == "causal"
     # Longest prompts first, so each batch pads little.
     order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
     pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
@@ -130,8 +146,13 @@ def capture_activations(
                             f"Hook {spec.name} gives one tensor for the whole batch (shape {tuple(tensor.shape)}), not one per prompt.",
                             "leave it out of --hooks",
                         )
-                    array = tensor.detach().to("cpu", dtype=target_dtype, copy=True).numpy()
-                    writer.put(spec.name, spec.canonical, _per_prompt_axes(spec, tensor.ndim), indices, lengths, array)
+                    tensor = tensor.detach()
+                    layout = LAYOUT_DENSE
+                    if causal and spec.name.endswith("hook_pattern"):
+                        rows, cols = _tril_indices(tensor.shape[-1], tensor.device)
+                        tensor, layout = tensor[..., rows, cols], LAYOUT_LOWER_TRIANGLE
+                    array = tensor.to("cpu", dtype=target_dtype, copy=True).numpy()
+                    writer.put(spec.name, spec.canonical, _per_prompt_axes(spec, len(tensor.shape) + (layout != LAYOUT_DENSE)), indices, lengths, array, layout)
                     fired.add(spec.name)
 
                 return store_hook

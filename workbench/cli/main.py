@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the store file (.h5); runs are appended")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage precision")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--compression", default="lzf", choices=["lzf", "gzip", "none"])
+    p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"], help="an HDF5 filter on top (patterns are always stored as packed lower triangles)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_cache)
 

@@ -89,6 +89,19 @@ class LoadedModel:
             )
         return ids
 
+    def check_tokens(self, ids) -> list[int]:
+        """Token ids given directly (not text), checked against the vocabulary and context."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise InputError("The prompt has no tokens.", "give at least one token id")
+        vocab = int(self.cfg.d_vocab)
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise InputError(f"Token id {bad[0]} is outside {self.name}'s vocabulary (0..{vocab - 1}).", "use ids from this model's tokenizer")
+        if len(ids) > self.n_ctx:
+            raise InputError(f"The prompt is {len(ids)} tokens long; {self.name} reads at most {self.n_ctx}.", "shorten the prompt")
+        return ids
+
     def str_tokens(self, ids) -> list[str]:
         return [self.tokenizer.decode([int(i)]) for i in ids]
 

@@ -108,3 +108,23 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
         handle.close()
         raise StoreError(f"{path} is damaged ({exc}).", "write new runs to another file") from exc
     return handle
+
+
+# Causal attention patterns are zero above the diagonal, so they are stored as
+# packed lower triangles: entry (q, k), k <= q, sits at q*(q+1)/2 + k. The
+# packing of a length-L prompt is a prefix of the packing at any longer length,
+# so padded prompts share one dataset. Half the bytes, and no compression CPU.
+LAYOUT_DENSE = "dense"
+LAYOUT_LOWER_TRIANGLE = "lower-triangle"
+
+
+def tril_size(n: int) -> int:
+    return n * (n + 1) // 2
+
+
+def unpack_lower_triangle(packed: np.ndarray, n: int) -> np.ndarray:
+    """[..., n*(n+1)/2] -> [..., n, n] with zeros above the diagonal."""
+    rows, cols = np.tril_indices(n)
+    out = np.zeros(packed.shape[:-1] + (n, n), dtype=packed.dtype)
+    out[..., rows, cols] = packed[..., : tril_size(n)]
+    return out

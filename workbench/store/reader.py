@@ -10,7 +10,16 @@ import h5py
 import numpy as np
 
 from ..errors import StoreError
-from .layout import STATUS_COMPLETE, STATUS_WRITING, open_store_file, token_key
+from .layout import (
+    LAYOUT_DENSE,
+    LAYOUT_LOWER_TRIANGLE,
+    STATUS_COMPLETE,
+    STATUS_WRITING,
+    open_store_file,
+    token_key,
+    tril_size,
+    unpack_lower_triangle,
+)
 
 
 def _attr(value):
@@ -108,6 +117,13 @@ class StoredRun:
         dataset = self.dataset(hook)
         length = self.length(prompt)
         position_axes = set(int(a) for a in dataset.attrs.get("position_axes", [0]))
+        if _attr(dataset.attrs.get("layout", LAYOUT_DENSE)) == LAYOUT_LOWER_TRIANGLE:
+            # Leading (head) selections go to HDF5; position selections apply after unpacking.
+            leading = tuple(slice(None) if i is None else i for i in index[: dataset.ndim - 2])
+            packed = dataset[(prompt, *leading, slice(0, tril_size(length)))]
+            full = unpack_lower_triangle(packed, length)
+            rest = list(index[dataset.ndim - 2 :]) + [None, None]
+            return full[(Ellipsis, *[slice(None) if i is None else i for i in rest[:2]])]
         selection = []
         for axis in range(dataset.ndim - 1):
             chosen = index[axis] if axis < len(index) else None

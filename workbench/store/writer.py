@@ -1,7 +1,7 @@
 """Writing a run into a store on a background thread.
 
 The forward pass hands each hook's activations to RunWriter.put() and goes on
-computing; a writer thread slices away the padding and writes them into HDF5.
+computing; a writer thread cuts away the padding and writes them into HDF5.
 A byte budget bounds what waits in the queue, so memory stays bounded for any
 number of prompts.
 """
@@ -21,27 +21,38 @@ import numpy as np
 
 from ..errors import StoreError
 from .layout import (
+    LAYOUT_DENSE,
+    LAYOUT_LOWER_TRIANGLE,
     STATUS_COMPLETE,
     STATUS_INTERRUPTED,
     STATUS_WRITING,
     STRING_DTYPE,
     open_store_file,
     token_key,
+    tril_size,
 )
 
 CHUNK_TARGET_BYTES = 1 << 20
-COMPRESSIONS = ("lzf", "gzip", "none")
+COMPRESSIONS = ("none", "lzf", "gzip")
 
 
 @dataclass
 class _Item:
     name: str
     canonical: str
-    position_axes: tuple[int, ...]  # per-prompt axes (the batch axis removed)
+    position_axes: tuple[int, ...]  # per-prompt axes over token positions (batch axis removed)
+    layout: str
     prompt_indices: list[int]
     lengths: list[int]
-    array: np.ndarray  # [batch, ...] in storage dtype
+    array: np.ndarray  # [batch, ...] in storage dtype; for lower-triangle: [batch, heads, packed]
     nbytes: int
+
+    def stored_axes(self) -> tuple[int, ...]:
+        """Axes of the stored per-prompt array that run over positions (one packed axis for triangles)."""
+        return (self.array.ndim - 2,) if self.layout == LAYOUT_LOWER_TRIANGLE else self.position_axes
+
+    def extent(self, length: int) -> int:
+        return tril_size(length) if self.layout == LAYOUT_LOWER_TRIANGLE else length
 
 
 def attribute_value(value):
@@ -54,18 +65,21 @@ def attribute_value(value):
 
 
 def chunk_shape(sample_shape: tuple[int, ...], itemsize: int, position_axes: tuple[int, ...]) -> tuple[int, ...]:
-    """One prompt per chunk; split leading non-position axes (heads) until a chunk is about 1 MiB.
+    """One prompt per chunk, split along leading non-position axes (heads) until it is about 1 MiB.
 
-    For an attention pattern [heads, q, k] this gives one head of one prompt per
-    chunk, so drawing a head reads exactly one chunk.
+    An attention pattern [heads, q, k] gets one head of one prompt per chunk, so
+    drawing a head reads exactly one chunk; a residual [pos, d_model] is split
+    along positions only when one prompt exceeds the target.
     """
     chunk = list(sample_shape)
     for axis in range(len(chunk)):
         if int(np.prod(chunk)) * itemsize <= CHUNK_TARGET_BYTES:
             break
-        if axis in position_axes and len(position_axes) > 1:
-            continue
-        chunk[axis] = 1 if axis not in position_axes else max(1, CHUNK_TARGET_BYTES // max(1, itemsize * int(np.prod(chunk[axis + 1 :]))))
+        if axis not in position_axes:
+            chunk[axis] = 1
+        elif len(position_axes) == 1:
+            rest = itemsize * int(np.prod(chunk[axis + 1 :]))
+            chunk[axis] = max(1, CHUNK_TARGET_BYTES // max(1, rest))
     return (1, *[max(1, c) for c in chunk])
 
 
@@ -81,7 +95,7 @@ class RunWriter:
         token_lists: list[list[int]],
         str_token_lists: list[list[str]],
         storage_dtype: str = "float32",
-        compression: str = "lzf",
+        compression: str = "none",
         max_pending_bytes: int = 512 << 20,
     ):
         if storage_dtype not in ("float32", "float16"):
@@ -90,7 +104,7 @@ class RunWriter:
             raise StoreError(f"Unknown compression {compression!r}.", f"choose one of {', '.join(COMPRESSIONS)}")
         self.path = Path(path)
         self.storage_dtype = np.dtype(storage_dtype)
-        self.compression = None if compression == "none" else compression
+        self.compression = compression
         self.max_len = max(len(t) for t in token_lists)
         self.n_prompts = len(prompts)
         self._file = open_store_file(self.path, "a")
@@ -113,7 +127,7 @@ class RunWriter:
         self._thread.start()
 
     def _new_run_id(self) -> str:
-        existing = [int(k.split("-")[1]) for k in self._file["runs"].keys() if k.startswith("run-") and k[4:].isdigit()]
+        existing = [int(k[4:]) for k in self._file["runs"].keys() if k.startswith("run-") and k[4:].isdigit()]
         return f"run-{(max(existing) + 1) if existing else 1:04d}"
 
     def _write_header(self, metadata, prompts, token_lists, str_token_lists) -> None:
@@ -123,14 +137,13 @@ class RunWriter:
         attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         attrs["writer_pid"] = os.getpid()
         attrs["storage_dtype"] = self.storage_dtype.name
-        attrs["compression"] = self.compression or "none"
+        attrs["compression"] = self.compression
         for key, value in metadata.items():
             attrs[key] = attribute_value(value)
         lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
         group.create_dataset("prompts", data=np.array(prompts, dtype=object), dtype=STRING_DTYPE)
         group.create_dataset("tokens", data=np.concatenate([np.asarray(t, dtype=np.int32) for t in token_lists]))
-        group.create_dataset("offsets", data=offsets)
+        group.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)]))
         flat_str = [s for strs in str_token_lists for s in strs]
         group.create_dataset("str_tokens", data=np.array(flat_str, dtype=object), dtype=STRING_DTYPE)
         group.create_dataset("token_keys", data=np.array([token_key(t) for t in token_lists], dtype="S32"))
@@ -138,7 +151,7 @@ class RunWriter:
 
     # -- producer side (the thread running the model) --------------------------------------
 
-    def put(self, name: str, canonical: str, position_axes, prompt_indices, lengths, array: np.ndarray) -> None:
+    def put(self, name, canonical, position_axes, prompt_indices, lengths, array: np.ndarray, layout: str = LAYOUT_DENSE) -> None:
         """Queue one hook's activations for a batch; blocks while the byte budget is spent."""
         self.raise_if_failed()
         nbytes = int(array.nbytes)
@@ -146,7 +159,8 @@ class RunWriter:
             while self._pending > 0 and self._pending + nbytes > self._max_pending and self._error is None:
                 self._pending_lock.wait(0.5)
             self._pending += nbytes
-        self._queue.put(_Item(name, canonical, tuple(position_axes), list(prompt_indices), list(lengths), array, nbytes))
+        item = _Item(name, canonical, tuple(position_axes), layout, list(prompt_indices), list(lengths), array, nbytes)
+        self._queue.put(item)
 
     def end_batch(self) -> None:
         """Ask the writer to flush to disk once everything queued so far is written."""
@@ -163,52 +177,55 @@ class RunWriter:
             item = self._queue.get()
             if item is None:
                 return
-            if self._error is not None:
-                self._release(item)
-                continue
             try:
-                if item == "flush":
-                    self._file.flush()
-                else:
-                    self._write(item)
+                if self._error is None:
+                    if item == "flush":
+                        self._file.flush()
+                    else:
+                        self._write(item)
             except BaseException as exc:  # reported to the producer by raise_if_failed
                 self._error = exc
             finally:
-                self._release(item)
-
-    def _release(self, item) -> None:
-        if isinstance(item, _Item):
-            with self._pending_lock:
-                self._pending -= item.nbytes
-                self._pending_lock.notify_all()
+                if isinstance(item, _Item):
+                    with self._pending_lock:
+                        self._pending -= item.nbytes
+                        self._pending_lock.notify_all()
 
     def _dataset(self, item: _Item) -> h5py.Dataset:
         if item.name in self._acts:
             return self._acts[item.name]
+        stored_axes = item.stored_axes()
         sample_shape = list(item.array.shape[1:])
-        for axis in item.position_axes:
-            sample_shape[axis] = self.max_len
+        for axis in stored_axes:
+            sample_shape[axis] = item.extent(self.max_len)
+        compression = None if self.compression == "none" else self.compression
         dataset = self._acts.create_dataset(
             item.name,
             shape=(self.n_prompts, *sample_shape),
             dtype=self.storage_dtype,
-            chunks=chunk_shape(tuple(sample_shape), self.storage_dtype.itemsize, item.position_axes),
-            compression=self.compression,
-            shuffle=self.compression is not None,
+            chunks=chunk_shape(tuple(sample_shape), self.storage_dtype.itemsize, stored_axes),
+            compression=compression,
+            shuffle=compression is not None,
             fillvalue=0,
         )
         dataset.attrs["canonical_name"] = item.canonical
         dataset.attrs["position_axes"] = np.array(item.position_axes, dtype=np.int64)
+        dataset.attrs["layout"] = item.layout
         return dataset
 
     def _write(self, item: _Item) -> None:
         dataset = self._dataset(item)
-        for row, (prompt, length) in enumerate(zip(item.prompt_indices, item.lengths)):
-            index = [slice(None)] * (item.array.ndim - 1)
-            for axis in item.position_axes:
-                index[axis] = slice(0, length)
-            dataset[(prompt, *index)] = item.array[(row, *index)]
-        self._written[item.name] = self._written.get(item.name, 0) + len(item.prompt_indices)
+        first, count = item.prompt_indices[0], len(item.prompt_indices)
+        if all(n == self.max_len for n in item.lengths) and item.prompt_indices == list(range(first, first + count)):
+            # The common case (equal-length prompts, no padding): one write for the whole batch.
+            dataset[first : first + count] = item.array
+        else:
+            for row, (prompt, length) in enumerate(zip(item.prompt_indices, item.lengths)):
+                index = [slice(None)] * (item.array.ndim - 1)
+                for axis in item.stored_axes():
+                    index[axis] = slice(0, item.extent(length))
+                dataset[(prompt, *index)] = item.array[(row, *index)]
+        self._written[item.name] = self._written.get(item.name, 0) + count
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -221,12 +238,11 @@ class RunWriter:
         self._stop_thread()
         try:
             self.raise_if_failed()
-            missing = {name: n for name, n in self._written.items() if n != self.n_prompts}
-            if missing:
-                raise StoreError(f"Run {self.run_id} is missing activations for {sorted(missing)}.", "this is a bug; please report it")
+            short = sorted(name for name, n in self._written.items() if n != self.n_prompts)
+            if short:
+                raise StoreError(f"Run {self.run_id} is missing activations for {short}.", "this is a bug; please report it")
             for key, value in (extra_attrs or {}).items():
                 self._group.attrs[key] = attribute_value(value)
-            self._group.attrs["hooks_written"] = json.dumps(sorted(self._written))
             self._file.flush()
             self._group.attrs["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self._group.attrs["status"] = STATUS_COMPLETE
@@ -239,11 +255,11 @@ class RunWriter:
         """Stop writing and leave the run marked interrupted (never served as valid)."""
         if self._thread.is_alive():
             self._stop_thread()
+        if not self._file.id.valid:
+            return
         try:
-            if self._file.id.valid:
-                self._group.attrs["status"] = STATUS_INTERRUPTED
-                self._group.attrs["interrupted_reason"] = reason
-                self._file.flush()
+            self._group.attrs["status"] = STATUS_INTERRUPTED
+            self._group.attrs["interrupted_reason"] = reason
+            self._file.flush()
         finally:
-            if self._file.id.valid:
-                self._file.close()
+            self._file.close()

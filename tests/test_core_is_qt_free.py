@@ -1,0 +1,36 @@
+"""Principle 1: the core imports no Qt. Checked by importing every core module in a fresh interpreter."""
+
+import pkgutil
+import subprocess
+import sys
+
+import workbench
+
+GUI_PACKAGES = ("workbench.gui",)
+
+
+def core_modules() -> list[str]:
+    names = ["workbench"]
+    for info in pkgutil.walk_packages(workbench.__path__, prefix="workbench."):
+        if not info.name.startswith(GUI_PACKAGES) and info.name != "workbench.__main__":
+            names.append(info.name)
+    return names
+
+
+def test_core_modules_exist():
+    modules = core_modules()
+    for expected in ("workbench.models.loading", "workbench.store.writer", "workbench.capture", "workbench.cli.main"):
+        assert expected in modules
+
+
+def test_importing_the_core_loads_no_qt():
+    code = (
+        "import importlib, sys\n"
+        f"for name in {core_modules()!r}:\n"
+        "    importlib.import_module(name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'qtpy'))\n"
+        "print(','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"core imported Qt modules: {result.stdout.strip()}"

@@ -1,0 +1,190 @@
+"""The activation store: what goes in comes out, lazily, and bad files give clear errors."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from workbench.capture import capture_activations
+from workbench.errors import HookError, InputError, StoreError
+from workbench.progress import run_to_completion
+from workbench.store import ActivationStore
+
+PROMPTS = [
+    "t1 t2 t3 t4 t5 t6 t1 t2 t3 t4 t5 t6",
+    "t9 t8 t7",
+    "t10 t11 t12 t13 t14 t10 t11",
+    "t20 t21",
+    "t30 t31 t32 t33 t34 t35 t36 t37 t38",
+]
+HOOKS = ["residual", "attention", "blocks.1.attn.hook_z", "blocks.0.hook_mlp_out"]
+
+
+def capture(model, path, prompts=PROMPTS, hooks=HOOKS, **kw):
+    return run_to_completion(capture_activations(model, prompts, hooks, path, **kw))
+
+
+def reference_cache(model, prompt, names):
+    ids = model.tokenize(prompt)
+    _, cache = model.bridge.run_with_cache(torch.tensor([ids]), names_filter=names)
+    return {name: cache[name][0].numpy() for name in names}
+
+
+@pytest.fixture(scope="module")
+def float32_store(lab_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "acts.h5"
+    result = capture(lab_model, path, batch_size=1)
+    return path, result
+
+
+def test_float32_equals_run_with_cache(lab_model, float32_store):
+    path, result = float32_store
+    with ActivationStore(path) as store:
+        run = store.run(result.run_id)
+        assert run.complete
+        assert set(run.hooks) == set(result.hooks)
+        names = run.hooks
+        for i, prompt in enumerate(PROMPTS):
+            expected = reference_cache(lab_model, prompt, names)
+            for name in names:
+                got = run.read(name, i)
+                assert got.shape == expected[name].shape, name
+                np.testing.assert_array_equal(got, expected[name], err_msg=f"{name} prompt {i}")
+
+
+def test_batched_padded_run_matches_too(lab_model, tmp_path):
+    # Prompts of different lengths share padded batches; causal attention keeps padding invisible.
+    path = tmp_path / "batched.h5"
+    capture(lab_model, path, batch_size=3)
+    with ActivationStore(path) as store:
+        run = store.run()
+        for i, prompt in enumerate(PROMPTS):
+            expected = reference_cache(lab_model, prompt, run.hooks)
+            for name in run.hooks:
+                np.testing.assert_allclose(run.read(name, i), expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_float16_within_rounding(lab_model, float32_store, tmp_path):
+    path = tmp_path / "half.h5"
+    capture(lab_model, path, storage_dtype="float16", batch_size=2)
+    with ActivationStore(path) as half, ActivationStore(float32_store[0]) as full:
+        h, f = half.run(), full.run()
+        assert h.dataset("blocks.0.hook_resid_post").dtype == np.float16
+        for name in h.hooks:
+            for i in range(len(PROMPTS)):
+                exact = f.read(name, i)
+                # float16 has an 11-bit significand: relative error at most 2**-11 per value.
+                np.testing.assert_allclose(h.read(name, i).astype(np.float32), exact, rtol=2**-10, atol=1e-4)
+
+
+def test_metadata_recorded(lab_model, float32_store):
+    path, result = float32_store
+    with ActivationStore(path) as store:
+        run = store.run(result.run_id)
+        attrs = run.attrs
+        assert attrs["model_spec"] == "lab:induction"
+        assert attrs["model_fingerprint"] == lab_model.fingerprint
+        assert attrs["transformer_lens_version"].startswith("4.")
+        assert attrs["storage_dtype"] == "float32"
+        assert "created" in attrs and "finished" in attrs
+        assert run.prompts() == PROMPTS
+        for i, prompt in enumerate(PROMPTS):
+            ids = lab_model.tokenize(prompt)
+            assert run.tokens(i).tolist() == ids
+            assert run.str_tokens(i) == lab_model.str_tokens(ids)
+        # Stored under the names users type, with the 4.x canonical name beside them.
+        assert run.canonical_names()["blocks.0.hook_resid_post"] == "blocks.0.hook_out"
+        assert run.resolve("blocks.0.hook_out") == "blocks.0.hook_resid_post"
+
+
+def test_reading_one_head_touches_one_chunk(lab_model, float32_store):
+    path, result = float32_store
+    with ActivationStore(path) as store:
+        run = store.run(result.run_id)
+        ds = run.dataset("blocks.1.attn.hook_pattern")
+        assert ds.chunks[:2] == (1, 1)  # one head of one prompt per chunk
+        assert ds.compression == "lzf"
+        head = run.pattern(1, 2, 0)
+        full = run.read("blocks.1.attn.hook_pattern", 0)
+        np.testing.assert_array_equal(head, full[2])
+        n = run.length(0)
+        assert head.shape == (n, n)
+        np.testing.assert_allclose(head.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_lookup_returns_stored_activations(lab_model, float32_store):
+    path, result = float32_store
+    ids = lab_model.tokenize(PROMPTS[2])
+    with ActivationStore(path) as store:
+        hit = store.find(lab_model.fingerprint, ids, ["blocks.1.attn.hook_pattern", "blocks.1.hook_out"])
+        assert hit is not None and hit.prompt == 2 and hit.run.id == result.run_id
+        assert store.find(lab_model.fingerprint, ids, ["blocks.1.attn.hook_q"]) is None  # not stored
+        assert store.find("0" * 32, ids, ["blocks.1.attn.hook_pattern"]) is None  # another model
+        assert store.find(lab_model.fingerprint, ids[:-1], ["blocks.1.attn.hook_pattern"]) is None
+
+
+def test_many_runs_in_one_file(lab_model, tmp_path):
+    path = tmp_path / "multi.h5"
+    first = capture(lab_model, path, prompts=PROMPTS[:2], hooks=["attention"])
+    second = capture(lab_model, path, prompts=PROMPTS[2:], hooks=["mlp"])
+    with ActivationStore(path) as store:
+        assert [r.id for r in store.runs()] == [first.run_id, second.run_id]
+        assert store.run(first.run_id).n_prompts == 2 and store.run(second.run_id).n_prompts == 3
+
+
+def test_cancelled_run_is_never_served(lab_model, tmp_path):
+    path = tmp_path / "cancelled.h5"
+    job = capture_activations(lab_model, PROMPTS, ["attention"], path, batch_size=1)
+    next(job)
+    job.close()  # what the GUI's cancel button does
+    with ActivationStore(path) as store:
+        (run,) = store.runs()
+        assert run.status == "interrupted" and not run.complete
+        assert store.find(lab_model.fingerprint, lab_model.tokenize(PROMPTS[0]), ["blocks.0.attn.hook_pattern"]) is None
+        with pytest.raises(StoreError, match="no complete run"):
+            store.run()
+
+
+def test_bad_inputs_are_clear_errors(lab_model, tmp_path):
+    path = tmp_path / "x.h5"
+    with pytest.raises(HookError, match="Unknown hook name") as info:
+        run_to_completion(capture_activations(lab_model, PROMPTS, ["blocks.0.hook_resid_psot"], path))
+    assert "blocks.0.hook_resid_post" in info.value.hint
+    with pytest.raises(HookError, match="matches no hook"):
+        run_to_completion(capture_activations(lab_model, PROMPTS, ["blocks.*.nothing"], path))
+    with pytest.raises(InputError, match="Prompt 2 of 2: The prompt is empty"):
+        run_to_completion(capture_activations(lab_model, ["t1", ""], ["attention"], path))
+    with pytest.raises(InputError, match="No prompts"):
+        run_to_completion(capture_activations(lab_model, [], ["attention"], path))
+    assert not path.exists()  # nothing was written for rejected input
+
+
+def test_truncated_file_is_a_clear_error(float32_store, tmp_path):
+    data = float32_store[0].read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match="damaged or truncated|damaged"):
+        with ActivationStore(cut) as store:
+            for run in store.runs():
+                run.read(run.hooks[-1], run.n_prompts - 1)
+
+
+def test_foreign_hdf5_is_refused_and_left_alone(lab_model, tmp_path):
+    foreign = tmp_path / "theirs.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.arange(10)
+    before = foreign.read_bytes()
+    with pytest.raises(StoreError, match="not a workbench activation store"):
+        ActivationStore(foreign)
+    with pytest.raises(StoreError, match="not a workbench activation store"):
+        capture(lab_model, foreign, prompts=PROMPTS[:1], hooks=["attention"])
+    assert foreign.read_bytes() == before
+
+
+def test_non_hdf5_and_missing_files(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("just some text, not HDF5\n" * 10)
+    with pytest.raises(StoreError, match="not an HDF5 file"):
+        ActivationStore(text)
+    with pytest.raises(StoreError, match="No store"):
+        ActivationStore(tmp_path / "missing.h5")

@@ -1,0 +1,33 @@
+"""Tokenization follows each tokenizer's own BOS convention unless the user switches it."""
+
+import pytest
+
+from workbench.errors import InputError
+
+
+def test_lab_tokenizer_convention_and_switch(lab_model):
+    bos = lab_model.bos_token_id
+    default = lab_model.tokenize("t1 t2 t3")
+    assert (default[0] == bos) == lab_model.tokenizer_prepends_bos
+    on = lab_model.tokenize("t1 t2 t3", prepend_bos=True)
+    off = lab_model.tokenize("t1 t2 t3", prepend_bos=False)
+    assert on[0] == bos and off[0] != bos
+    assert on[1:] == off
+
+
+def test_str_tokens_round_trip(lab_model):
+    ids = lab_model.tokenize("t1 t2 t3", prepend_bos=False)
+    assert "".join(lab_model.str_tokens(ids)).split() == ["t1", "t2", "t3"]
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n"])
+def test_empty_prompt(lab_model, prompt):
+    with pytest.raises(InputError, match="empty"):
+        lab_model.tokenize(prompt)
+
+
+def test_prompt_longer_than_context(lab_model):
+    too_long = " ".join(["t1"] * (lab_model.n_ctx + 5))
+    with pytest.raises(InputError) as info:
+        lab_model.tokenize(too_long)
+    assert str(lab_model.n_ctx) in info.value.message and "shorten" in info.value.hint
