@@ -12,7 +12,7 @@ import torch
 
 from workbench.errors import ModelLoadError
 from workbench.models import load_model
-from workbench.models.fingerprint import fingerprint_model
+from workbench.models.fingerprint import model_weights
 
 
 def bridge_logits(model, ids):
@@ -30,16 +30,16 @@ def test_lab_model_loads_with_metadata(lab_model):
 
 def test_fingerprint_is_stable_and_sees_weight_changes(lab_model):
     hf = lab_model.bridge.original_model
-    assert fingerprint_model(hf) == lab_model.fingerprint
-    param = next(hf.parameters())
+    assert lab_model.current_fingerprint() == lab_model.fingerprint
+    param = model_weights(hf)["transformer.h.1.mlp.c_fc.weight"]
     with torch.no_grad():
         old = param.view(-1)[0].item()
         param.view(-1)[0] += 1e-3
         try:
-            assert fingerprint_model(hf) != lab_model.fingerprint
+            assert lab_model.current_fingerprint() != lab_model.fingerprint
         finally:
             param.view(-1)[0] = old
-    assert fingerprint_model(hf) == lab_model.fingerprint
+    assert lab_model.current_fingerprint() == lab_model.fingerprint
 
 
 def test_local_folder_loads_same_model(lab_model, tmp_path):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from workbench.capture import capture_activations
+from workbench.models.loading import load_hf_model
 from workbench.predict import predict_next
 from workbench.progress import run_to_completion
 from workbench.store import ActivationStore
@@ -26,8 +27,11 @@ def test_embedded_model_answers_paris(smollm2):
 
 
 def test_bridge_matches_the_hf_model_and_output_attentions(smollm2):
+    # A fresh HF model: the bridge wraps its own copy's modules, which stops HF from
+    # recording attentions there.
+    _, hf, _ = load_hf_model("smollm2")
+    hf.set_attn_implementation("eager")
     ids = torch.tensor([smollm2.tokenize(EIFFEL)])
-    hf = smollm2.bridge.original_model
     with torch.inference_mode():
         expected = hf(ids, output_attentions=True)
         logits, cache = smollm2.bridge.run_with_cache(ids, names_filter=["blocks.7.attn.hook_pattern"])

@@ -143,7 +143,10 @@ def cmd_inspect(args) -> int:
                 out.append(summary)
             print(json.dumps({"file": str(args.file), "runs": out}, indent=2))
             return 0
-        size = Path(args.file).stat().st_size
+        # Blocks actually used: runs allocate their space up front and an interrupted
+        # one leaves it sparse, so the apparent size would overstate the file.
+        stat = Path(args.file).stat()
+        size = min(stat.st_size, getattr(stat, "st_blocks", 0) * 512 or stat.st_size)
         print(f"{args.file}: workbench activation store, {len(runs)} run(s), {_human_bytes(size)}")
         for run in runs:
             s = run.summary()
@@ -272,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..errors import InputError, ModelLoadError
-from .fingerprint import fingerprint_model
+from .fingerprint import fingerprint_model, model_weights
 from .gguf_cache import convert_gguf, embedded_gguf_path
 from .specs import ModelSource, parse_spec
 
@@ -33,6 +33,11 @@ class LoadedModel:
     tokenizer_prepends_bos: bool
     load_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    weight_names: tuple[str, ...] = ()
+
+    def current_fingerprint(self) -> str:
+        """Fingerprint of the weights as they are now (e.g. after a weight edit)."""
+        return fingerprint_model(self.bridge.original_model, self.weight_names or None)
 
     @property
     def spec(self) -> str:
@@ -234,6 +239,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
     device = _check_device(device)
     source, hf_model, tokenizer = load_hf_model(spec, dtype)
     fingerprint = fingerprint_model(hf_model)
+    weight_names = tuple(sorted(model_weights(hf_model)))
     prepends_bos = _tokenizer_prepends_bos(tokenizer)
     try:
         bridge = TransformerBridge.boot_transformers(
@@ -254,4 +260,5 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         dtype=dtype,
         tokenizer_prepends_bos=prepends_bos,
         load_seconds=time.perf_counter() - started,
+        weight_names=weight_names,
     )

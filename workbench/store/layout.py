@@ -17,6 +17,8 @@ A run's status is "writing" until all its data has been flushed, then
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 from pathlib import Path
 
@@ -76,7 +78,7 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
         raise StoreError(f"{path} is open for writing in another process.", "wait for that run to finish") from exc
     except OSError as exc:
         detail = str(exc).split("(")[0].strip()
-        if "lock" in str(exc).lower():
+        if re.search(r"\block", str(exc).lower()):  # not "sblock" in truncation messages
             raise StoreError(f"{path} is locked by another process.", "wait for it to finish, or close the other program") from exc
         raise StoreError(
             f"{path} is a damaged or truncated HDF5 file ({detail}).",

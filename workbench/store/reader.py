@@ -119,7 +119,9 @@ class StoredRun:
         position_axes = set(int(a) for a in dataset.attrs.get("position_axes", [0]))
         if _attr(dataset.attrs.get("layout", LAYOUT_DENSE)) == LAYOUT_LOWER_TRIANGLE:
             # Leading (head) selections go to HDF5; position selections apply after unpacking.
-            leading = tuple(slice(None) if i is None else i for i in index[: dataset.ndim - 2])
+            n_leading = dataset.ndim - 2
+            chosen = list(index[:n_leading]) + [None] * (n_leading - len(index[:n_leading]))
+            leading = tuple(slice(None) if i is None else i for i in chosen)
             packed = dataset[(prompt, *leading, slice(0, tril_size(length)))]
             full = unpack_lower_triangle(packed, length)
             rest = list(index[dataset.ndim - 2 :]) + [None, None]

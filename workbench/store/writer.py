@@ -65,13 +65,16 @@ def attribute_value(value):
 
 
 def chunk_shape(sample_shape: tuple[int, ...], itemsize: int, position_axes: tuple[int, ...]) -> tuple[int, ...]:
-    """One prompt per chunk, split along leading non-position axes (heads) until it is about 1 MiB.
+    """One prompt per chunk; axes before the first position axis (heads) split to 1.
 
-    An attention pattern [heads, q, k] gets one head of one prompt per chunk, so
-    drawing a head reads exactly one chunk; a residual [pos, d_model] is split
-    along positions only when one prompt exceeds the target.
+    An attention pattern [heads, q, k] thus gets one head of one prompt per chunk, so
+    drawing a head reads exactly one chunk; a residual [pos, d_model] is split along
+    positions only when one prompt exceeds about 1 MiB.
     """
     chunk = list(sample_shape)
+    first_position = min(position_axes) if position_axes else len(chunk)
+    for axis in range(first_position):
+        chunk[axis] = 1
     for axis in range(len(chunk)):
         if int(np.prod(chunk)) * itemsize <= CHUNK_TARGET_BYTES:
             break
@@ -120,6 +123,10 @@ class RunWriter:
         self._written: dict[str, int] = {}
         self._queue: queue.Queue = queue.Queue()
         self._pending = 0
+        # The first batch is held until all datasets exist (see _end_batch_on_disk);
+        # the producer must not wait on the byte budget for it or it would wait forever.
+        self._first_batch: list[_Item] | None = []
+        self._producer_in_first_batch = True
         self._pending_lock = threading.Condition()
         self._max_pending = max_pending_bytes
         self._error: BaseException | None = None
@@ -156,7 +163,7 @@ class RunWriter:
         self.raise_if_failed()
         nbytes = int(array.nbytes)
         with self._pending_lock:
-            while self._pending > 0 and self._pending + nbytes > self._max_pending and self._error is None:
+            while not self._producer_in_first_batch and self._pending > 0 and self._pending + nbytes > self._max_pending and self._error is None:
                 self._pending_lock.wait(0.5)
             self._pending += nbytes
         item = _Item(name, canonical, tuple(position_axes), layout, list(prompt_indices), list(lengths), array, nbytes)
@@ -164,6 +171,7 @@ class RunWriter:
 
     def end_batch(self) -> None:
         """Ask the writer to flush to disk once everything queued so far is written."""
+        self._producer_in_first_batch = False
         self._queue.put("flush")
 
     def raise_if_failed(self) -> None:
@@ -180,7 +188,9 @@ class RunWriter:
             try:
                 if self._error is None:
                     if item == "flush":
-                        self._file.flush()
+                        self._end_batch_on_disk()
+                    elif self._first_batch is not None:
+                        self._first_batch.append(item)
                     else:
                         self._write(item)
             except BaseException as exc:  # reported to the producer by raise_if_failed
@@ -191,6 +201,19 @@ class RunWriter:
                         self._pending -= item.nbytes
                         self._pending_lock.notify_all()
 
+    def _end_batch_on_disk(self) -> None:
+        if self._first_batch is not None:
+            # Crash safety: every dataset of the run is created, its space allocated and
+            # the metadata flushed before any data lands. Later batches then write raw
+            # chunk bytes only, so a kill at any point leaves the file's structure whole.
+            items, self._first_batch = self._first_batch, None
+            for item in items:
+                self._dataset(item)
+            self._file.flush()
+            for item in items:
+                self._write(item)
+        self._file.flush()
+
     def _dataset(self, item: _Item) -> h5py.Dataset:
         if item.name in self._acts:
             return self._acts[item.name]
@@ -199,6 +222,13 @@ class RunWriter:
         for axis in stored_axes:
             sample_shape[axis] = item.extent(self.max_len)
         compression = None if self.compression == "none" else self.compression
+        dcpl = None
+        if compression is None:
+            # Early allocation without fill: the chunk index is final from the start and
+            # costs no zero-writing; unwritten space is never read (the run is not complete).
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
         dataset = self._acts.create_dataset(
             item.name,
             shape=(self.n_prompts, *sample_shape),
@@ -206,7 +236,8 @@ class RunWriter:
             chunks=chunk_shape(tuple(sample_shape), self.storage_dtype.itemsize, stored_axes),
             compression=compression,
             shuffle=compression is not None,
-            fillvalue=0,
+            fillvalue=None if dcpl is not None else 0,
+            dcpl=dcpl,
         )
         dataset.attrs["canonical_name"] = item.canonical
         dataset.attrs["position_axes"] = np.array(item.position_axes, dtype=np.int64)
