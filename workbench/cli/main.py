@@ -207,19 +207,20 @@ def cmd_hooks(args) -> int:
 
 
 def cmd_gui(args) -> int:
-    try:
-        from ..gui.app import main as gui_main  # noqa: F401
-    except ImportError:
-        print(
-            "The desktop app is not built yet. Use the command line: 'workbench predict', 'workbench cache', 'workbench inspect' (see 'workbench --help').",
-            file=sys.stderr,
-        )
-        return 1
+    # Imported only here: every other command stays Qt-free.
+    from ..gui.app import main as gui_main
+
     return gui_main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Interpretability Workbench: look inside language models.")
+    gui = parser.add_argument_group("desktop app (no command)")
+    gui.add_argument("--screenshot", metavar="FILE.png", help="open the window, run --panel on --prompt, save a screenshot and exit")
+    gui.add_argument("--model", dest="gui_model", metavar="SPEC", help="model to load at start")
+    gui.add_argument("--prompt", dest="gui_prompt", metavar="TEXT", help="prompt to start with")
+    gui.add_argument("--panel", dest="gui_panel", metavar="PLUGIN_ID", help="panel to open (and run, with --screenshot)")
+    gui.add_argument("--workspace", dest="gui_workspace", metavar="FILE", help="workspace file to open")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("models", help="list the models available offline now")
@@ -264,9 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        return cmd_gui(args)
     _quiet_libraries()
+    if args.command is None:
+        try:
+            return cmd_gui(args)
+        except WorkbenchError as exc:
+            print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+            return 2
     try:
         return args.func(args)
     except WorkbenchError as exc:

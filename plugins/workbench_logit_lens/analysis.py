@@ -1,0 +1,48 @@
+"""Logit lens: decode every layer's residual stream with the model's own final norm and unembedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from workbench.plugin_api import AnalysisContext, Progress
+
+from .result import LogitLensResult
+
+
+def run(ctx: AnalysisContext, top_k: int = 5, include_embeddings: bool = True):
+    model = ctx.model
+    n_layers = model.n_layers
+    hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+    if include_embeddings:
+        hooks = ["blocks.0.hook_resid_pre"] + hooks
+    yield Progress(0, len(hooks) + 1, "reading the residual stream")
+    acts = ctx.activations(hooks)
+    tokens = ctx.tokens()
+    bridge = model.bridge
+    final_probs, top_ids, top_probs, target_probs = [], [], [], []
+    with torch.inference_mode():
+        final = torch.as_tensor(acts[hooks[-1]], device=ctx.device)
+        final_dist = bridge.unembed(bridge.ln_final(final[None]))[0].float().softmax(-1)
+        final_top = final_dist.argmax(-1)
+        for step, name in enumerate(hooks, start=1):
+            resid = torch.as_tensor(acts[name], device=ctx.device, dtype=final.dtype)
+            probs = bridge.unembed(bridge.ln_final(resid[None]))[0].float().softmax(-1)
+            values, indices = probs.topk(top_k, dim=-1)
+            top_ids.append(indices.cpu().numpy())
+            top_probs.append(values.cpu().numpy())
+            target_probs.append(probs.gather(-1, final_top[:, None])[:, 0].cpu().numpy())
+            final_probs.append(probs.max(-1).values.cpu().numpy())
+            yield Progress(step, len(hooks) + 1, f"decoded {name}")
+    decode = model.tokenizer.decode
+    top_ids_arr = np.stack(top_ids).astype(np.int64)
+    return LogitLensResult(
+        layer_names=["embed" if n.endswith("resid_pre") else f"L{n.split('.')[1]}" for n in hooks],
+        tokens=[int(t) for t in tokens],
+        str_tokens=model.str_tokens(tokens),
+        final_top_tokens=[decode([int(i)]) for i in final_top.cpu().tolist()],
+        p_final_top=np.stack(target_probs).astype(np.float32),
+        top_ids=top_ids_arr,
+        top_probs=np.stack(top_probs).astype(np.float32),
+        top_strings=[[decode([int(i)]) for i in row[:, 0]] for row in top_ids_arr],
+    )

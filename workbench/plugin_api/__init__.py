@@ -1,0 +1,44 @@
+"""The public plugin API. Plugin authors import from here (and, for panels, workbench.gui.panels).
+
+    from workbench.plugin_api import Plugin, Analysis, Int, Choice, Result, ReportSection, Figure, Table, Progress
+"""
+
+from ..progress import Progress
+from ..results.base import Figure, ReportSection, Result, ResultMeta, Table
+from .context import AnalysisContext
+from .discovery import ENTRY_POINT_GROUP, PATH_VARIABLE, PluginRecord, PluginRegistry, discover_plugins
+from .params import Bool, Choice, Float, Int, IntList, Param, Text
+from .plugin import API_VERSION, API_VERSION_TEXT, Analysis, Plugin, PluginError, check_compatibility, import_ref
+from .runner import PluginRunError, run_analysis, summary_json
+
+__all__ = [
+    "API_VERSION",
+    "API_VERSION_TEXT",
+    "ENTRY_POINT_GROUP",
+    "PATH_VARIABLE",
+    "Analysis",
+    "AnalysisContext",
+    "Bool",
+    "Choice",
+    "Figure",
+    "Float",
+    "Int",
+    "IntList",
+    "Param",
+    "Plugin",
+    "PluginError",
+    "PluginRecord",
+    "PluginRegistry",
+    "PluginRunError",
+    "Progress",
+    "ReportSection",
+    "Result",
+    "ResultMeta",
+    "Table",
+    "Text",
+    "check_compatibility",
+    "discover_plugins",
+    "import_ref",
+    "run_analysis",
+    "summary_json",
+]
