@@ -141,13 +141,19 @@ def cmd_inspect(args) -> int:
                 summary["hook_names"] = run.hooks
                 summary["prompt_texts"] = run.prompts()
                 out.append(summary)
-            print(json.dumps({"file": str(args.file), "runs": out}, indent=2))
+            from ..results import list_results
+
+            results = [
+                {"id": i.id, "kind": i.kind, "status": i.status, "title": i.title, "meta": json.loads(i.meta.to_json()) if i.meta else None}
+                for i in list_results(store.handle)
+            ]
+            print(json.dumps({"file": str(args.file), "runs": out, "results": results}, indent=2))
             return 0
         # Blocks actually used: runs allocate their space up front and an interrupted
         # one leaves it sparse, so the apparent size would overstate the file.
         stat = Path(args.file).stat()
         size = min(stat.st_size, getattr(stat, "st_blocks", 0) * 512 or stat.st_size)
-        print(f"{args.file}: workbench activation store, {len(runs)} run(s), {_human_bytes(size)}")
+        print(f"{args.file}: workbench store, {len(runs)} activation run(s), {_human_bytes(size)}")
         for run in runs:
             s = run.summary()
             state = s["status"] if s["status"] != "writing" else "INCOMPLETE (interrupted before it finished; never used)"
@@ -171,7 +177,24 @@ def cmd_inspect(args) -> int:
                 print(f"    {name:<36} {str(tuple(ds.shape)):<22} {ds.dtype}  {_human_bytes(stored)}")
             if len(hooks) > args.hooks and not args.all_hooks:
                 print(f"    ... {len(hooks) - args.hooks} more (--all-hooks lists them)")
+        _print_results(store)
     return 0
+
+
+def _print_results(store) -> None:
+    from ..results import list_results
+
+    infos = list_results(store.handle)
+    if not infos:
+        return
+    print(f"\nresults ({len(infos)})")
+    for info in infos:
+        meta = info.meta
+        state = "" if info.complete else "  [INCOMPLETE; never used]"
+        where = f"{meta.model_spec} ({meta.model_fingerprint})" if meta else "unknown model"
+        print(f"  {info.id}  {info.kind:<28} {where}  {meta.created if meta else ''}{state}")
+        if meta and meta.params:
+            print(f"    params  {json.dumps(meta.params)}")
 
 
 def cmd_predict(args) -> int:
@@ -211,6 +234,87 @@ def cmd_gui(args) -> int:
     from ..gui.app import main as gui_main
 
     return gui_main(args)
+
+
+def cmd_plugins(args) -> int:
+    from ..plugin_api import API_VERSION_TEXT, discover_plugins
+
+    registry = discover_plugins()
+    rows = [record.describe() for record in registry]
+    if args.json:
+        print(json.dumps({"api_version": API_VERSION_TEXT, "plugins": rows}, indent=2))
+        return 0
+    if not rows:
+        print("no plugins found")
+        return 0
+    width = max(len(r["id"]) for r in rows)
+    for record in registry:
+        version = record.version or "?"
+        print(f"{record.id:<{width}}  {version:<8}  {record.status}")
+        print(f"{'':<{width}}  {record.name} — {record.source}")
+    print(f"\nplugin API {API_VERSION_TEXT}; more plugins: folders in WORKBENCH_PLUGIN_PATH, or packages with a 'workbench.plugins' entry point")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from tqdm import tqdm
+
+    from ..plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
+    from ..plugin_api.params import parse_assignments
+    from ..results import save_result
+
+    registry = discover_plugins()
+    plugin = registry.get(args.plugin)
+    texts = parse_assignments(args.param)
+    if plugin.analysis is None:
+        raise WorkbenchError(f"Plugin {plugin.id!r} has a panel but no analysis to run headless.", "open it in the app instead")
+    plugin.analysis.resolve(texts=texts)  # bad parameters fail before the model loads
+    prompts = list(args.prompt or [])
+    if plugin.analysis.needs_prompt and not prompts:
+        raise WorkbenchError(f"{plugin.name} needs a prompt.", "pass --prompt TEXT")
+    model = _load(args)
+    ctx = AnalysisContext(model=model, prompts=prompts, prepend_bos=_bool_choice(args.bos), store_path=Path(args.store) if args.store else None)
+    job = run_analysis(plugin, ctx, texts=texts)
+    bar = tqdm(total=100, unit="%", file=sys.stderr, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}")
+    try:
+        while True:
+            try:
+                progress = next(job)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            bar.n = round(100 * progress.fraction)
+            bar.set_description_str(progress.message[:40])
+            bar.refresh()
+    except KeyboardInterrupt:
+        job.close()
+        print("\ninterrupted: nothing was saved", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    summary = summary_json(result)
+    if args.out:
+        result_id = save_result(args.out, result, title=plugin.name)
+        summary["saved"] = {"file": str(args.out), "result": result_id}
+        print(f"saved {result_id} to {args.out}", file=sys.stderr)
+    text = json.dumps(summary, indent=2)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.json}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_new_plugin(args) -> int:
+    from ..plugin_api.template import write_plugin_template
+
+    folder = write_plugin_template(args.name, Path(args.dir))
+    print(f"wrote plugin {args.name!r} in {folder}")
+    print(f"try it:  WORKBENCH_PLUGIN_PATH={Path(args.dir).resolve()} workbench plugins")
+    print(f"test it: python -m pytest {folder / 'tests'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,6 +363,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(model=None)
     p.add_argument("--pattern", action="append", help="only hooks matching these names/globs/presets")
     p.set_defaults(func=cmd_hooks)
+
+    p = sub.add_parser("plugins", help="list plugins with their version, source and status")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("run", help="run a plugin's analysis headless")
+    p.add_argument("plugin", metavar="PLUGIN_ID")
+    _add_model_args(p)
+    p.add_argument("--prompt", action="append", help="a prompt (repeat for analyses that read several)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="an analysis parameter (repeat for several)")
+    p.add_argument("--out", metavar="FILE.h5", help="append the result to this HDF5 file")
+    p.add_argument("--json", metavar="FILE", help="write the JSON summary here (default: print it)")
+    p.add_argument("--store", metavar="FILE.h5", help="an activation store to reuse activations from")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("new-plugin", help="write a working plugin package to start from")
+    p.add_argument("name", help="the plugin's id (lower-case letters, digits, dashes)")
+    p.add_argument("--dir", required=True, help="the folder to write it in (put it on WORKBENCH_PLUGIN_PATH)")
+    p.set_defaults(func=cmd_new_plugin)
     return parser
 
 

@@ -181,6 +181,11 @@ class ActivationStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def handle(self) -> h5py.File:
+        """The open HDF5 file (read-only), e.g. for the results beside the runs."""
+        return self._file
+
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()

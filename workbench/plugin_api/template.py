@@ -1,0 +1,197 @@
+"""`workbench new-plugin NAME --dir PATH`: a working plugin package to start from.
+
+The package has every contribution a plugin can make (an analysis with typed
+parameters, a result type with a report section, a panel) and a test that
+passes, so an author starts from green and changes one piece at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+from ..errors import InputError
+from .plugin import _ID, API_VERSION_TEXT
+
+_INIT = '''"""$title: a workbench plugin (made with `workbench new-plugin`).
+
+The app finds it when its parent folder is on WORKBENCH_PLUGIN_PATH, or through a
+`workbench.plugins` entry point once it is packaged. This module stays cheap to
+import: the analysis, result and panel are named as "module:attribute" strings
+and imported on first use.
+"""
+
+from workbench.plugin_api import Analysis, Choice, Plugin
+
+plugin = Plugin(
+    id="$plugin_id",
+    name="$title",
+    version="0.1.0",
+    api_version="$api_version",
+    description="The norm of the residual stream at every layer and position.",
+    analysis=Analysis(
+        run="$package.analysis:run",
+        params=[
+            Choice("norm", default="l2", choices=("l2", "max"), help="which vector norm to take"),
+        ],
+    ),
+    result_types=["$package.result:ResidualNormResult"],
+    panel="$package.panel:ResidualNormPanel",
+    report_help="Each cell is the size of the residual stream after a layer at a token.",
+)
+'''
+
+_ANALYSIS = '''"""The analysis: a generator that yields progress and returns a result."""
+
+import numpy as np
+
+from workbench.plugin_api import AnalysisContext, Progress
+
+from .result import ResidualNormResult
+
+
+def run(ctx: AnalysisContext, norm: str = "l2"):
+    yield Progress(0, 2, "reading the residual stream")
+    # ctx.activations reads from the activation store when it holds these hooks,
+    # and runs the model otherwise.
+    hooks = ctx.hook_names("residual")
+    acts = ctx.activations(hooks)
+    yield Progress(1, 2, "taking norms")
+    stacked = np.stack([acts[name] for name in hooks])  # [layer, position, d_model]
+    values = np.linalg.norm(stacked, axis=-1) if norm == "l2" else np.abs(stacked).max(axis=-1)
+    return ResidualNormResult(
+        hooks=hooks,
+        str_tokens=ctx.str_tokens(),
+        norms=values.astype(np.float32),
+        norm=norm,
+    )
+'''
+
+_RESULT = '''"""The result type: saved to HDF5 by the base class, rendered into reports here."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from workbench.figures import heatmap
+from workbench.plugin_api import Figure, ReportSection, Result, Table
+
+
+@dataclass
+class ResidualNormResult(Result):
+    kind = "$plugin_id/residual-norms"
+
+    hooks: list
+    str_tokens: list
+    norms: np.ndarray  # [hook, position]
+    norm: str = "l2"
+
+    def summary(self) -> dict:
+        return {
+            "tokens": self.str_tokens,
+            "norm": self.norm,
+            "largest": float(self.norms.max()),
+            "by_layer_last_token": [round(float(v), 5) for v in self.norms[:, -1]],
+        }
+
+    def report(self) -> ReportSection:
+        figure = heatmap(self.norms, x_labels=self.str_tokens, y_labels=self.hooks, title="Residual stream norm", x_title="token", y_title="hook")
+        rows = [[hook, float(self.norms[i, -1])] for i, hook in enumerate(self.hooks)]
+        return ReportSection(
+            title="$title",
+            how_to_read="Brighter cells are larger residual vectors; a bright first column is the usual attention-sink token.",
+            figures=[Figure("Residual stream norm", svg=figure)],
+            tables=[Table("Last token", ["hook", self.norm + " norm"], rows)],
+        )
+'''
+
+_PANEL = '''"""The panel: the base class builds the parameter form, Run button, task and exports;
+this one shows the result as an interactive heatmap."""
+
+from workbench.gui.panels import AnalysisPanel
+from workbench.gui.widgets.heatmap import HeatmapView
+
+
+class ResidualNormPanel(AnalysisPanel):
+    def build_view(self):
+        self.heatmap = HeatmapView()
+        return self.heatmap
+
+    def render(self, result):
+        self.heatmap.set_data(result.norms, x_labels=result.str_tokens, y_labels=result.hooks)
+'''
+
+_TEST = '''"""Tests of the $plugin_id plugin, on the workbench's tiny lab model."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.models import load_model
+from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis
+from workbench.progress import run_to_completion
+from workbench.results import load_results, save_result
+
+HERE = Path(__file__).resolve().parent.parent.parent  # the folder on WORKBENCH_PLUGIN_PATH
+PROMPT = "t1 t2 t3 t1 t2"
+
+
+def test_discovered_and_matches_a_direct_computation(tmp_path):
+    registry = discover_plugins(extra_folders=[HERE])
+    plugin = registry.get("$plugin_id")
+    model = load_model("lab:induction")
+    result = run_to_completion(run_analysis(plugin, AnalysisContext(model, [PROMPT])))
+    ids = torch.tensor([model.tokenize(PROMPT)])
+    _, cache = model.bridge.run_with_cache(ids, names_filter=result.hooks)
+    expected = np.stack([cache[name][0].norm(dim=-1).numpy() for name in result.hooks])
+    np.testing.assert_allclose(result.norms, expected, rtol=1e-5)
+
+    path = tmp_path / "result.h5"
+    save_result(path, result)
+    [(info, loaded)] = load_results(path, registry.result_class)
+    np.testing.assert_array_equal(loaded.norms, result.norms)
+    assert loaded.meta.model_fingerprint == model.fingerprint
+    assert result.report().figures
+'''
+
+_README = '''# $title
+
+A workbench plugin made with `workbench new-plugin $plugin_id`.
+
+    WORKBENCH_PLUGIN_PATH=$folder workbench plugins          # listed as ok
+    WORKBENCH_PLUGIN_PATH=$folder workbench run $plugin_id --model lab:induction --prompt "t1 t2 t3 t1 t2"
+    WORKBENCH_PLUGIN_PATH=$folder workbench                  # Panels menu: $title
+    python -m pytest $folder/$package/tests
+
+See the workbench's docs/plugins.md for the API.
+'''
+
+def write_plugin_template(name: str, folder: Path) -> Path:
+    """Write plugin `name` as a package in folder; returns the package folder."""
+    if not _ID.match(name):
+        raise InputError(f"Plugin name {name!r} is not valid.", "use lower-case letters, digits and dashes, starting with a letter")
+    package = "wbplugin_" + name.replace("-", "_")
+    target = Path(folder) / package
+    if target.exists():
+        raise InputError(f"{target} already exists.", "choose another name or folder; nothing was overwritten")
+    values = {
+        "plugin_id": name,
+        "title": name.replace("-", " ").capitalize(),
+        "package": package,
+        "api_version": API_VERSION_TEXT,
+        "folder": str(Path(folder).resolve()),
+    }
+    files = {
+        "__init__.py": _INIT,
+        "analysis.py": _ANALYSIS,
+        "result.py": _RESULT,
+        "panel.py": _PANEL,
+        "README.md": _README,
+        "tests/test_plugin.py": _TEST,
+    }
+    for relative, text in files.items():
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(Template(text).substitute(values), encoding="utf-8")
+    return target
