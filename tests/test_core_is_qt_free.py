@@ -34,3 +34,24 @@ def test_importing_the_core_loads_no_qt():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"core imported Qt modules: {result.stdout.strip()}"
+
+
+def test_headless_plugin_parts_load_no_qt():
+    """Listing plugins and importing every analysis and result type (what `workbench run` does) stays Qt-free."""
+    code = (
+        "import sys\n"
+        "from workbench.plugin_api import discover_plugins\n"
+        "registry = discover_plugins()\n"
+        "for plugin in registry.enabled():\n"
+        "    if plugin.analysis is not None:\n"
+        "        plugin.analysis.run_function()\n"
+        "    plugin.result_classes()\n"
+        "print('plugins:', ','.join(p.id for p in registry.enabled()))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'pyqtgraph', 'qtpy'))\n"
+        "print('qt:', ','.join(bad))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(": ", 1) if ": " in line else (line.rstrip(":"), "") for line in result.stdout.splitlines())
+    assert "logit-lens" in lines["plugins"]
+    assert lines["qt"] == "", f"headless plugin code imported Qt: {lines['qt']}"
