@@ -72,6 +72,7 @@ class AnalysisContext:
         """
         names = self.hook_names(patterns)
         found = self.stored(names, index)
+        reused = found is not None
         if found is None and self.fill_store and self.store_path is not None:
             from ..capture import capture_activations
             from ..progress import run_to_completion
@@ -81,7 +82,7 @@ class AnalysisContext:
         if found is not None:
             store, hit = found
             try:
-                self.reused_activations = True
+                self.reused_activations = self.reused_activations or reused
                 return {name: np.asarray(hit.run.read(name, hit.prompt)) for name in names}
             finally:
                 store.close()

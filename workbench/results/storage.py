@@ -64,7 +64,9 @@ def write_result(handle: h5py.File, result: Result, title: str = "") -> str:
 
 def save_result(path: str | Path, result: Result, title: str = "") -> str:
     """Append result to the store file at path (created when missing); returns its id."""
-    handle = open_store_file(Path(path), "a")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open_store_file(path, "a")
     try:
         return write_result(handle, result, title)
     finally:

@@ -1,0 +1,65 @@
+"""HeatmapView, the reusable matrix view for panels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, Qt
+
+from workbench.figures.colormaps import lookup_table
+from workbench.gui.widgets.heatmap import HeatmapView
+
+
+@pytest.fixture
+def heatmap(qtbot):
+    view = HeatmapView(show_log_toggle=True)
+    qtbot.addWidget(view)
+    view.resize(520, 420)
+    view.show()
+    qtbot.waitExposed(view)
+    return view
+
+
+def _widget_point(view: HeatmapView, row: float, col: float):
+    scene = view.plot.vb.mapViewToScene(QPointF(col, row))
+    return view.graphics.mapFromScene(scene)
+
+
+def test_signed_data_gets_symmetric_levels_and_the_diverging_map(heatmap):
+    data = np.array([[-0.5, 0.1, 2.0], [0.0, 1.0, -1.0]])
+    heatmap.set_data(data, x_labels=[" a", "b", "c"], y_labels=["r0", "r1"], x_title="key", y_title="query")
+    assert heatmap.levels == (-2.0, 2.0) and heatmap.colormap_name == "diverging"
+    lut = heatmap.colorbar.colorMap().getLookupTable(nPts=256, alpha=False)
+    np.testing.assert_array_equal(lut[[0, -1]], lookup_table("diverging")[[0, -1]])
+    assert heatmap.describe_cell(0, 2) == "row 0 'r0' · column 2 'c' · 2"
+    assert heatmap.image.image.shape == (2, 3)  # row-major: rows of the matrix are rows of the image
+
+    heatmap.set_data(np.array([[0.2, 0.4]]), levels=(0.0, 1.0))
+    assert heatmap.levels == (0.0, 1.0) and heatmap.colormap_name == "viridis"
+
+
+def test_axes_are_labelled_with_tokens_and_thinned_when_crowded(heatmap):
+    labels = [f"tok{i}" for i in range(60)]
+    heatmap.set_data(np.random.default_rng(0).random((60, 60)), x_labels=labels, y_labels=labels)
+    ticks = heatmap.x_axis.tickValues(0, 60, 400)[0][1]
+    assert 1 < len(ticks) < 60 and ticks[0] == 0.5  # cell centres, every n-th label
+    assert heatmap.x_axis.tickStrings(ticks[:2], 1, 1) == ["tok0", labels[int(ticks[1])]]
+    assert heatmap.y_axis.tickValues(60, 0, 4000)[0][1][:3] == [0.5, 1.5, 2.5]  # inverted axis, room for all
+
+
+def test_log_scale(heatmap):
+    heatmap.set_data(np.array([[1e-4, 1e-2], [1.0, 0.1]]))
+    heatmap.log_toggle.setChecked(True)
+    assert heatmap.log and heatmap.levels == pytest.approx((-4.0, 0.0))
+
+
+def test_hover_shows_the_cell_and_click_emits_it(qtbot, heatmap):
+    heatmap.set_data(np.arange(12, dtype=float).reshape(3, 4), x_labels=list("wxyz"), y_labels=["A", "B", "C"])
+    qtbot.wait(50)
+    point = _widget_point(heatmap, 1.5, 2.5)
+    qtbot.mouseMove(heatmap.graphics.viewport(), point)
+    qtbot.waitUntil(lambda: "row 1 'B'" in heatmap.readout.text())
+    assert "column 2 'y'" in heatmap.readout.text() and heatmap.readout.text().endswith("6")
+    with qtbot.waitSignal(heatmap.cell_clicked) as clicked:
+        qtbot.mouseClick(heatmap.graphics.viewport(), Qt.LeftButton, pos=point)
+    assert clicked.args == [1, 2] and heatmap.marker.isVisible()

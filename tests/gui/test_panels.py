@@ -1,0 +1,140 @@
+"""Panels: the generic AnalysisPanel on a real plugin, its parameter form, and figure/data exports."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pytest
+from PySide6.QtGui import QImage
+from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+
+from workbench.errors import InputError
+from workbench.gui.panels import AnalysisPanel, PanelHost
+from workbench.gui.tasks import TaskState
+from workbench.gui.widgets.report_view import ReportView, SvgFigure
+
+from tests.gui.helpers import LAB_PROMPT, wait_for_task
+
+
+def _distinct_colours(image: QImage, step: int = 5) -> int:
+    return len({image.pixel(x, y) for x in range(0, image.width(), step) for y in range(0, image.height(), step)})
+
+
+def run_panel(qtbot, panel, timeout: int = 60_000):
+    with qtbot.waitSignal(panel.result_changed, timeout=timeout) as shown:
+        task = panel.run()
+        assert task is not None, panel.status.text()
+    return shown.args[0]
+
+
+def test_logit_lens_panel_runs_and_renders(qtbot, lab_window):
+    window = lab_window
+    assert isinstance(window, PanelHost)
+    panel = window.open_panel("logit-lens")
+    assert type(panel) is AnalysisPanel  # no panel class: the generic one
+    assert isinstance(panel.view, ReportView)
+    assert isinstance(panel.form.editors["top_k"], QSpinBox) and isinstance(panel.form.editors["include_embeddings"], QCheckBox)
+
+    result = run_panel(qtbot, panel)
+    assert panel.result is result and result.meta.model_spec == "lab:induction" and result.meta.prompts == [LAB_PROMPT]
+    assert result.final_top_tokens[-1] == "t4"
+    assert result.p_final_top.shape == (3, 8)  # embed + 2 layers, 8 tokens with BOS
+
+    figures, tables = panel.view.figure_widgets(), panel.view.table_views()
+    assert len(figures) == 1 and isinstance(figures[0], SvgFigure) and figures[0].renderer().isValid()
+    assert tables[0].rowCount() == 3 and tables[0].item(2, 1).text() == "t4"
+    qtbot.waitUntil(lambda: figures[0].isVisible())
+    assert _distinct_colours(figures[0].grab().toImage()) > 5
+    assert "lab:induction" in panel.status.text()
+
+    # Running again reuses the activations the first run stored in the session store.
+    again = run_panel(qtbot, panel)
+    assert again.meta.reused_activations
+    np.testing.assert_allclose(again.p_final_top, result.p_final_top, rtol=1e-5)
+
+
+def test_parameter_form_editors_and_inline_validation(qtbot, lab_window):
+    panel = lab_window.open_panel("params-test")
+    editors = panel.form.editors
+    assert isinstance(editors["count"], QSpinBox) and (editors["count"].minimum(), editors["count"].maximum()) == (1, 20)
+    assert isinstance(editors["scale"], QDoubleSpinBox)
+    assert isinstance(editors["flag"], QCheckBox)
+    assert isinstance(editors["mode"], QComboBox) and [editors["mode"].itemText(i) for i in range(2)] == ["a", "b"]
+    assert isinstance(editors["layers"], QLineEdit) and editors["layers"].text() == "0,1"
+    assert isinstance(editors["note"], QLineEdit)
+
+    # An empty note is not allowed: shown inline, naming the parameter; Run does not start.
+    assert panel.run() is None
+    assert panel.form.error_label.isVisible() and "'note'" in panel.form.error_label.text() and "non-empty text" in panel.form.error_label.text()
+    editors["layers"].setText("1,x")
+    with pytest.raises(InputError, match="layers"):
+        panel.parameters()
+    assert "whole numbers separated by commas" in panel.form.error_label.text()
+
+    panel.set_parameters({"count": 4, "scale": 2.0, "flag": True, "mode": "b", "layers": [2, 3], "note": "hi"})
+    assert not panel.form.error_label.isVisible()
+    assert panel.parameters() == {"count": 4, "scale": 2.0, "flag": True, "mode": "b", "layers": (2, 3), "note": "hi"}
+    result = run_panel(qtbot, panel)
+    assert result.label == "b:hi:[2, 3]:True"
+    np.testing.assert_allclose(result.values, [0, 2, 4, 6])
+
+    state = panel.state()
+    assert json.loads(json.dumps(state)) == state  # JSON-able, for workspaces
+    other = lab_window.open_panel("params-test")
+    other.restore_state(state)
+    assert other.parameters() == panel.parameters()
+
+
+def test_export_figure_and_data(qtbot, lab_window, tmp_path):
+    from workbench.results import load_results
+
+    panel = lab_window.open_panel("logit-lens")
+    with pytest.raises(InputError, match="run the panel first"):
+        panel.export_figure(tmp_path / "early.png")
+    result = run_panel(qtbot, panel)
+
+    png = panel.export_figure(tmp_path / "lens.png")
+    image = QImage(str(png))
+    assert not image.isNull() and image.width() > 100 and _distinct_colours(image) > 5
+    svg = panel.export_figure(tmp_path / "lens.svg")
+    assert ElementTree.parse(svg).getroot().tag.endswith("svg")
+    assert QSvgRenderer(str(svg)).isValid()
+    with pytest.raises(InputError, match=r"\.png or \.svg"):
+        panel.export_figure(tmp_path / "lens.jpg")
+
+    h5 = panel.export_data(tmp_path / "lens.h5")
+    [(info, loaded)] = load_results(h5, lab_window.registry.result_class)
+    assert info.kind == "logit-lens/lens"
+    np.testing.assert_array_equal(loaded.p_final_top, result.p_final_top)
+    summary = json.loads(panel.export_data(tmp_path / "lens.json").read_text())
+    assert summary["plugin"] == "logit-lens" and summary["model"] == "lab:induction" and summary["prediction"] == "t4"
+
+
+def test_custom_panel_view_exports_a_painted_svg(qtbot, lab_window, tmp_path):
+    panel = lab_window.open_panel("heatmap-test")
+    assert type(panel).__name__ == "HeatmapPanel"
+    run_panel(qtbot, panel)
+    assert panel.heatmap.matrix.shape == (3, 4) and panel.heatmap.colormap_name == "diverging"
+    assert panel.figure_svg() is None  # a custom view: the widget is painted as vectors
+    svg = panel.export_figure(tmp_path / "custom.svg")
+    assert QSvgRenderer(str(svg)).isValid() and "<svg" in svg.read_text()
+    png = panel.export_figure(tmp_path / "custom.png")
+    assert _distinct_colours(QImage(str(png))) > 5
+
+
+def test_export_data_from_the_menu_runs_as_a_task(qtbot, lab_window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    panel = lab_window.open_panel("params-test")
+    panel.set_parameters({"note": "x"})
+    run_panel(qtbot, panel)
+    target = tmp_path / "exported.json"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    with qtbot.waitSignal(lab_window.tasks.task_started) as started:
+        panel._export_dialog("data", "JSON summary (*.json)", ".json")
+    task = wait_for_task(qtbot, started.args[0])
+    assert task.title == "Export Params test data" and task.state is TaskState.DONE
+    assert json.loads(target.read_text())["plugin"] == "params-test"

@@ -1,0 +1,503 @@
+"""The main window: model picker, prompt editor with token strip and predictions, dockable panels.
+
+It is the panels' host (workbench.gui.panels.PanelHost): it owns the loaded
+model, the prompts, the session's activation store and the task area, and it
+is where errors from any job or plugin become notifications.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import WorkbenchError
+from ..models import LoadedModel
+from ..plugin_api import PluginRegistry, PluginRunError, discover_plugins
+from ..progress import Progress
+from .notifications import NotificationCenter, NotificationList
+from .panels import AnalysisPanel
+from .plugins_dialog import PluginsDialog
+from .prompt_inspector import PromptInspector, PromptPredictions, PromptTokens
+from .settings import AppSettings
+from .tasks import Task, TaskList, TaskManager
+from .widgets.model_picker import ModelPicker
+from .widgets.predictions import PredictionList
+from .widgets.prompt_editor import PromptEditor
+from .widgets.style import label
+from .widgets.token_strip import TokenStrip
+from .workspace import PanelRecord
+from .workspace_actions import WorkspaceActions
+
+APP_TITLE = "Interpretability Workbench"
+DEFAULT_SIZE = (1400, 880)
+
+
+def _load_model_job(spec: str, device: str, dtype: str):
+    from ..models import load_model
+
+    # One blocking call: the task shows a busy bar, and a cancel takes effect when it returns.
+    yield Progress(0, 0, f"loading {spec} on {device} ({dtype})")
+    model = load_model(spec, device=device, dtype=dtype)
+    yield Progress(1, 1, f"loaded in {model.load_seconds:.1f} s")
+    return model
+
+
+_catalog: list | None = None  # the models available offline, found once per process
+
+
+def _available_models_job(refresh: bool = False):
+    # Finding them hashes the embedded GGUF file (hundreds of MB), so it is done once, off the GUI thread.
+    global _catalog
+    if _catalog is None or refresh:
+        from ..models import available_models
+
+        _catalog = available_models()
+    return _catalog
+
+
+def _heading(text: str) -> QLabel:
+    heading = label(text, bold=True)
+    heading.setContentsMargins(0, 6, 0, 0)
+    return heading
+
+
+class PanelDock(QDockWidget):
+    """A dock holding one panel; closing it removes the panel."""
+
+    closed = Signal(object)
+
+    def __init__(self, plugin_id: str, panel: AnalysisPanel, title: str, name: str, parent=None):
+        super().__init__(title, parent)
+        self.plugin_id = plugin_id
+        self.panel = panel
+        self.setObjectName(name)
+        self.setWidget(panel)
+        self.setFeatures(QDockWidget.DockWidgetClosable | QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+
+    def closeEvent(self, event) -> None:
+        super().closeEvent(event)
+        self.closed.emit(self)
+
+
+class MainWindow(WorkspaceActions, QMainWindow):
+    """The app window. Implements PanelHost (model, prompts(), prepend_bos, store_path, start_job, notify_error)."""
+
+    model_loaded = Signal(object)  # LoadedModel
+    predictions_shown = Signal()
+    workspace_opened = Signal(object)  # Workspace
+    workspace_saved = Signal(object)  # Path
+
+    def __init__(self, registry: PluginRegistry | None = None, settings: AppSettings | None = None, remember: bool = True):
+        super().__init__()
+        self.setWindowTitle(APP_TITLE)
+        self.registry = registry if registry is not None else discover_plugins()
+        self.settings = settings if settings is not None else AppSettings()
+        self.remember = remember  # False: leave the user's settings alone (screenshots)
+        self.model_lock = threading.Lock()
+        self._model: LoadedModel | None = None
+        self._model_options = ("", "cpu", "float32")
+        self._load_task: Task | None = None
+        self._inspection_id = 0
+        self._dock_counter = 0
+        self._shut_down = False
+        self.panel_docks: list[PanelDock] = []
+        self.orphan_panels: list[PanelRecord] = []  # from a workspace, whose plugin is missing
+        self.workspace_path: Path | None = None
+        self.session_dir = Path(tempfile.mkdtemp(prefix="workbench-session-"))
+
+        self.notifications = NotificationCenter(self)
+        self.notifications.install_exception_hooks()
+        self.notifications.posted.connect(self._notification_posted)
+        self.tasks = TaskManager(self)
+        self.tasks.task_failed.connect(self._task_failed)
+        self.inspector = PromptInspector(self.model_lock, self)
+        self.inspector.tokens_ready.connect(self._tokens_ready)
+        self.inspector.predictions_ready.connect(self._predictions_ready)
+        self.inspector.failed.connect(self._inspection_failed)
+
+        self._build_model_bar()
+        self._build_central()
+        self._build_task_docks()
+        self._build_menus()
+        self.setDockOptions(QMainWindow.AnimatedDocks | QMainWindow.AllowTabbedDocks | QMainWindow.AllowNestedDocks)
+        self.setTabPosition(Qt.AllDockWidgetAreas, QTabWidget.North)
+        self._restore_settings()
+        self._report_broken_plugins()
+        self.tasks.start("Finding models", _available_models_job, self._set_model_choices, visible=False)
+
+    @property
+    def loading_task(self) -> Task | None:
+        """The model load in progress (or the last one)."""
+        return self._load_task
+
+    # -- building the window ---------------------------------------------------------------------------------
+
+    def _build_model_bar(self) -> None:
+        self.model_picker = ModelPicker()
+        self.model_picker.load_requested.connect(lambda spec, device, dtype: self.load_model(spec, device, dtype))
+        bar = QToolBar("Model")
+        bar.setObjectName("model-toolbar")
+        bar.setMovable(False)
+        bar.addWidget(self.model_picker)
+        self.addToolBar(Qt.TopToolBarArea, bar)
+
+    def _build_central(self) -> None:
+        self.prompt_editor = PromptEditor()
+        self.prompt_editor.settled.connect(self._request_inspection)
+        self.token_heading = _heading("Tokens")
+        self.token_strip = TokenStrip()
+        self.predictions = PredictionList()
+        central = QWidget()
+        central.setMinimumWidth(340)
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(8, 4, 8, 4)
+        layout.addWidget(_heading("Prompt"))
+        layout.addWidget(self.prompt_editor)
+        layout.addWidget(self.token_heading)
+        layout.addWidget(self.token_strip)
+        layout.addWidget(_heading("Next token"))
+        layout.addWidget(self.predictions)
+        layout.addStretch(1)
+        self.setCentralWidget(central)
+
+    def _build_task_docks(self) -> None:
+        self.task_list = TaskList(self.tasks)
+        self.tasks_dock = QDockWidget("Tasks")
+        self.tasks_dock.setObjectName("tasks-dock")
+        self.tasks_dock.setWidget(self.task_list)
+        self.notification_list = NotificationList(self.notifications)
+        self.notification_list.count_changed.connect(lambda n: self.notifications_dock.setWindowTitle(f"Notifications ({n})" if n else "Notifications"))
+        self.notifications_dock = QDockWidget("Notifications")
+        self.notifications_dock.setObjectName("notifications-dock")
+        self.notifications_dock.setWidget(self.notification_list)
+        # Panels take the whole right side, top to bottom; the task area sits under the prompt.
+        self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
+        self.setCorner(Qt.TopRightCorner, Qt.RightDockWidgetArea)
+        self.addDockWidget(Qt.BottomDockWidgetArea, self.tasks_dock)
+        self.addDockWidget(Qt.BottomDockWidgetArea, self.notifications_dock)
+        self.splitDockWidget(self.tasks_dock, self.notifications_dock, Qt.Vertical)
+        for dock in (self.tasks_dock, self.notifications_dock):
+            dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable | QDockWidget.DockWidgetClosable)
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        self._add_action(menu, "&Open workspace…", self._open_workspace_dialog, QKeySequence.Open)
+        self.recent_menu = menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._add_action(menu, "&Save workspace", self._save_workspace_clicked, QKeySequence.Save)
+        self._add_action(menu, "Save workspace &as…", self._save_workspace_dialog, QKeySequence.SaveAs)
+        menu.addSeparator()
+        self._add_action(menu, "&Quit", self.close, QKeySequence.Quit)
+        self.panels_menu = self.menuBar().addMenu("&Panels")
+        self.panels_menu.aboutToShow.connect(self.rebuild_panels_menu)
+        self.rebuild_panels_menu()
+        view = self.menuBar().addMenu("&View")
+        view.addAction(self.tasks_dock.toggleViewAction())
+        view.addAction(self.notifications_dock.toggleViewAction())
+        self._add_action(view, "Tab all panels together", self.tab_panels)
+        self._add_action(self.menuBar().addMenu("&Help"), "&About", self._about)
+
+    def _add_action(self, menu, text: str, slot: Callable, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.triggered.connect(lambda checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    def rebuild_panels_menu(self) -> None:
+        """Every enabled plugin with an analysis or a panel, then the Plugins dialog."""
+        self.panels_menu.clear()
+        for record in self.registry:
+            plugin = record.plugin
+            if not record.ok or plugin is None or (plugin.analysis is None and plugin.panel is None):
+                continue
+            action = self.panels_menu.addAction(plugin.name)
+            action.setStatusTip(plugin.description)
+            action.setData(plugin.id)
+            action.triggered.connect(lambda checked=False, pid=plugin.id: self.open_panel(pid))
+        if not self.panels_menu.actions():
+            self.panels_menu.addAction("No usable plugins").setEnabled(False)
+        self.panels_menu.addSeparator()
+        self.panels_menu.addAction("Plugins…", self.show_plugins_dialog)
+
+    def _restore_settings(self) -> None:
+        geometry = self.settings.geometry() if self.remember else None
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(*DEFAULT_SIZE)
+        device, dtype = self.settings.last_model_options()
+        recent = self.settings.recent_models()
+        self.model_picker.set_choices([], recent)
+        self.model_picker.set_selection(recent[0] if recent else "smollm2", device, dtype)
+        self.resizeDocks([self.tasks_dock, self.notifications_dock], [120, 120], Qt.Vertical)
+
+    def _set_model_choices(self, entries) -> None:
+        self.model_picker.set_choices(entries, self.settings.recent_models())
+
+    # -- PanelHost ----------------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self._model
+
+    @property
+    def prepend_bos(self) -> bool | None:
+        return self.prompt_editor.prepend_bos
+
+    @property
+    def store_path(self) -> Path | None:
+        return self.session_dir / "activations.h5"
+
+    def prompts(self) -> list[str]:
+        return self.prompt_editor.prompts()
+
+    def start_job(self, title: str, job_factory: Callable[[], Any], on_result: Callable[[Any], None] | None = None, *, uses_model: bool = True, visible: bool = True) -> Task:
+        """A background task. Jobs that use the model run one at a time (forward hooks are per model)."""
+        return self.tasks.start(title, job_factory, on_result, lock=self.model_lock if uses_model else None, visible=visible)
+
+    def notify_error(self, title: str, exc: BaseException, details: str = "") -> None:
+        if isinstance(exc, PluginRunError):
+            self.disable_plugin(exc.plugin_id, str(exc), exc.details)
+        self.notifications.error(title, exc, details)
+
+    # -- the model ---------------------------------------------------------------------------------------------
+
+    def load_model(self, spec: str, device: str = "cpu", dtype: str = "float32") -> Task | None:
+        spec = (spec or "").strip()
+        if not spec:
+            self.notifications.error("Cannot load a model", WorkbenchError("No model spec given.", "type one, e.g. smollm2 or lab:induction"))
+            return None
+        if self._load_task is not None and not self._load_task.state.ended:
+            self._load_task.cancel()
+        self.model_picker.set_selection(spec, device, dtype)
+        self.model_picker.set_loading(True)
+        self.model_picker.info.setText(f"Loading {spec}…")
+        options = (spec, device, dtype)
+        task = self.start_job(f"Load {spec}", lambda: _load_model_job(*options), lambda model: self._model_ready(model, options), uses_model=False)
+        task.ended.connect(self._load_ended)
+        self._load_task = task
+        return task
+
+    def _load_ended(self, task: Task) -> None:
+        if task is not self._load_task:
+            return
+        self.model_picker.set_loading(False)
+        if task.state.value != "done":
+            self.model_picker.info.setText(self._model_summary() if self._model is not None else f"No model loaded ({task.state.value}).")
+
+    def _model_ready(self, model: LoadedModel, options: tuple[str, str, str]) -> None:
+        self._model = model
+        self._model_options = options
+        self.model_picker.info.setText(self._model_summary())
+        self.model_picker.info.setToolTip("\n".join(f"{k}: {v}" for k, v in model.describe().items()))
+        self.prompt_editor.set_tokenizer_default(model.tokenizer_prepends_bos)
+        if self.remember:
+            self.settings.remember_model(*self._model_options)
+        self._update_title()
+        for panel in self.panels():
+            try:
+                panel.model_changed(model)
+            except Exception as exc:
+                self.notify_error(f"{panel.plugin.name} failed on the new model", PluginRunError(panel.plugin.id, exc, traceback.format_exc()))
+        self._request_inspection()
+        if model.source.kind in ("embedded", "gguf"):  # its catalog entry now says "converted"
+            self.tasks.start("Finding models", lambda: _available_models_job(refresh=True), self._set_model_choices, visible=False)
+        self.model_loaded.emit(model)
+
+    def _model_summary(self) -> str:
+        model = self._model
+        if model is None:
+            return "No model loaded."
+        return (
+            f"{model.name}  ·  {model.n_layers} layers × {model.n_heads} heads  ·  d_model {int(model.cfg.d_model)}  ·  "
+            f"{model.device} {model.dtype}  ·  fingerprint {model.fingerprint[:12]}"
+        )
+
+    # -- prompt, tokens and predictions ---------------------------------------------------------------------
+
+    def set_prompt(self, text: str) -> None:
+        self.prompt_editor.set_prompts([line for line in text.split("\n")])
+
+    def _request_inspection(self) -> None:
+        prompt, index = self.prompt_editor.current_prompt()
+        count = len(self.prompt_editor.prompts())
+        self.token_heading.setText(f"Tokens of prompt {index + 1} of {count}" if count > 1 else "Tokens")
+        if self._model is None:
+            self.inspector.cancel_pending()
+            return
+        if not prompt.strip():
+            self.inspector.cancel_pending()
+            self.token_strip.show_message("Type a prompt to see its tokens.")
+            self.predictions.show_message("")
+            return
+        self._inspection_id = self.inspector.request(self._model, prompt, self.prompt_editor.prepend_bos)
+        self.predictions.set_stale(True)
+
+    def _tokens_ready(self, tokens: PromptTokens) -> None:
+        if tokens.request_id == self.inspector.latest_id:
+            self.token_strip.set_tokens(tokens.ids, tokens.texts, tokens.bos_used)
+
+    def _predictions_ready(self, predictions: PromptPredictions) -> None:
+        if predictions.request_id == self.inspector.latest_id:
+            self.predictions.set_predictions(predictions.top)
+            self.predictions.set_stale(False)
+            self.predictions_shown.emit()
+
+    def _inspection_failed(self, request_id: int, exc: BaseException) -> None:
+        if request_id != self.inspector.latest_id:
+            return
+        if isinstance(exc, WorkbenchError):
+            self.token_strip.show_message(str(exc), error=True)
+            self.predictions.show_message("")
+        else:
+            self.predictions.show_message(f"Could not predict: {type(exc).__name__}: {exc}", error=True)
+            self.notifications.error("Predicting the next token failed", exc)
+
+    # -- panels ---------------------------------------------------------------------------------------------------
+
+    def panels(self) -> list[AnalysisPanel]:
+        return [dock.panel for dock in self.panel_docks]
+
+    def panel_for(self, plugin_id: str) -> AnalysisPanel | None:
+        return next((d.panel for d in self.panel_docks if d.plugin_id == plugin_id), None)
+
+    def open_panel(self, plugin_id: str, *, dock_name: str = "", title: str = "") -> AnalysisPanel | None:
+        """Open a plugin's panel in a new dock (its own panel class, or the generic AnalysisPanel).
+        Failures are shown as notifications; returns None then."""
+        try:
+            plugin = self.registry.get(plugin_id)
+        except WorkbenchError as exc:
+            self.notifications.error(f"Cannot open the panel {plugin_id!r}", exc)
+            return None
+        try:
+            panel_class = plugin.panel_class() or AnalysisPanel
+            if not (isinstance(panel_class, type) and issubclass(panel_class, AnalysisPanel)):
+                raise TypeError(f"{panel_class!r} is not a subclass of workbench.gui.panels.AnalysisPanel")
+            panel = panel_class(plugin, self)
+        except Exception as exc:
+            self.notify_error(f"The {plugin.name} panel failed to open", PluginRunError(plugin.id, exc, traceback.format_exc()))
+            return None
+        self._dock_counter += 1
+        name = dock_name or f"panel-{plugin.id}-{self._dock_counter}"
+        while any(d.objectName() == name for d in self.panel_docks):
+            self._dock_counter += 1
+            name = f"panel-{plugin.id}-{self._dock_counter}"
+        same = sum(1 for d in self.panel_docks if d.plugin_id == plugin.id)
+        dock = PanelDock(plugin.id, panel, title or (plugin.name if not same else f"{plugin.name} ({same + 1})"), name, self)
+        dock.closed.connect(self._panel_closed)
+        previous = self.panel_docks[-1] if self.panel_docks else None
+        self.addDockWidget(Qt.RightDockWidgetArea, dock)
+        if previous is not None and not previous.isFloating() and self.dockWidgetArea(previous) == Qt.RightDockWidgetArea:
+            self.tabifyDockWidget(previous, dock)
+        else:
+            self.resizeDocks([dock], [int(self.width() * 0.66)], Qt.Horizontal)
+        self.panel_docks.append(dock)
+        dock.show()
+        dock.raise_()
+        return panel
+
+    def _panel_closed(self, dock: PanelDock) -> None:
+        if dock in self.panel_docks:
+            self.panel_docks.remove(dock)
+            task = dock.panel.task
+            if task is not None and not task.state.ended:
+                task.cancel()
+            self.removeDockWidget(dock)
+            dock.deleteLater()
+
+    def close_all_panels(self) -> None:
+        for dock in list(self.panel_docks):
+            dock.close()
+
+    def tab_panels(self) -> None:
+        docks = [d for d in self.panel_docks if not d.isFloating()]
+        for dock in docks[1:]:
+            self.tabifyDockWidget(docks[0], dock)
+
+    def disable_plugin(self, plugin_id: str, error: str, details: str = "") -> None:
+        """A plugin misbehaved: take it out of service for the session; the app keeps working."""
+        self.registry.disable(plugin_id, error, details)
+        for dock in self.panel_docks:
+            if dock.plugin_id == plugin_id:
+                dock.panel.set_disabled(error)
+        self.rebuild_panels_menu()
+
+    def _report_broken_plugins(self) -> None:
+        for record in self.registry:
+            if not record.ok:
+                self.notifications.warning(
+                    f"Plugin {record.id!r} is disabled",
+                    f"{record.error} (Panels → Plugins… lists every plugin; the others work as usual)",
+                    record.details,
+                )
+
+    def show_plugins_dialog(self) -> PluginsDialog:
+        dialog = PluginsDialog(self.registry, self)
+        dialog.show()
+        return dialog
+
+    # -- task errors and notifications --------------------------------------------------------------------------
+
+    def _task_failed(self, task: Task) -> None:
+        error = task.error if task.error is not None else RuntimeError(task.message)
+        self.notify_error(f"{task.title} failed", error, task.details)
+
+    def _notification_posted(self, notification) -> None:
+        self.statusBar().showMessage(f"{notification.title}: {notification.message}", 15000)
+
+    def _update_title(self) -> None:
+        parts = [APP_TITLE]
+        if self._model is not None:
+            parts.append(self._model.name)
+        if self.workspace_path is not None:
+            parts.append(self.workspace_path.name)
+        self.setWindowTitle(" — ".join(parts))
+
+    def _about(self) -> None:
+        from ..plugin_api import API_VERSION_TEXT
+
+        QMessageBox.about(
+            self,
+            f"About {APP_TITLE}",
+            f"{APP_TITLE}: look inside language models.\nPlugin API {API_VERSION_TEXT}. Session folder: {self.session_dir}",
+        )
+
+    # -- quitting -------------------------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop every job, wait for the worker threads and remove the session folder. Idempotent."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        if self.remember:
+            self.settings.save_geometry(self.saveGeometry())
+            self.settings.sync()
+        self.tasks.shutdown()
+        self.inspector.stop()
+        self.notifications.uninstall_exception_hooks()
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+
+    def closeEvent(self, event) -> None:
+        if self.tasks.running():
+            # A step in progress (a model load, say) finishes before its task can stop;
+            # the window goes away meanwhile instead of looking frozen.
+            self.hide()
+        self.shutdown()
+        super().closeEvent(event)
