@@ -73,7 +73,8 @@ def heatmap(
     colorbar_width = 70
     if cell is None:
         cell = max(4.0, min(28.0, (max_width - left - colorbar_width) / max(cols, 1), 520.0 / max(rows, 1)))
-    width = left + cols * cell + colorbar_width
+    # Wide enough for the title too: a narrow map would clip it.
+    width = max(left + cols * cell + colorbar_width, left + 7.8 * len(title) + 10)
     height = top + rows * cell + label_height
     out = [
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width:.0f}' height='{height:.0f}' viewBox='0 0 {width:.1f} {height:.1f}' {FONT} font-size='11'>",

@@ -247,7 +247,9 @@ class AnalysisPanel(QWidget):
 
     def run(self):
         """Start the analysis as a background task; returns the task, or None when it cannot start
-        (no analysis, invalid parameters, no model, or already running: the reason is shown)."""
+        (no analysis, invalid parameters, no model or prompt: the reason is shown in the panel).
+        While a run is going, returns that task. The task's value is a PreparedResult; the
+        panel shows it through show_result(), which emits result_changed."""
         if self.plugin.analysis is None or self.disabled_reason:
             return None
         if self.task is not None and not self.task.state.ended:
@@ -321,8 +323,9 @@ class AnalysisPanel(QWidget):
             return "Result restored."
         prompt = meta.prompts[0] if meta.prompts else ""
         short = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+        on_prompt = f" on {short!r}" if prompt else ""
         reused = ", activations from the store" if meta.reused_activations else ""
-        return f"{meta.model_name or meta.model_spec} on {short!r} in {meta.seconds:.2f} s{reused}"
+        return f"{meta.model_name or meta.model_spec}{on_prompt} in {meta.seconds:.2f} s{reused}"
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status.setText(text)

@@ -13,6 +13,7 @@ so a task shows "cancelling" until that step returns.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -43,8 +44,6 @@ JobFactory = Callable[[], Any]
 PROGRESS_INTERVAL_S = 0.05
 # How long a successful task's row stays visible before it tidies itself away.
 DONE_ROW_SECONDS = 6.0
-
-
 # How much lower a worker thread runs than the GUI thread (Unix nice levels).
 WORKER_NICENESS = 10
 
@@ -57,8 +56,6 @@ def lower_thread_priority() -> None:
     Linux gives each thread its own nice level; elsewhere this does nothing and
     QThread priorities (set on start) apply.
     """
-    import os
-
     if hasattr(os, "setpriority") and sys.platform.startswith("linux"):
         try:
             current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
