@@ -226,6 +226,15 @@ def test_induction_head_copies_and_k_composes_with_the_previous_token_head(lab_r
     assert (np.argmax(r.ov, axis=1) == np.arange(4)).all()
 
 
+def test_previous_token_head_shows_in_its_positional_term(lab_model):
+    """L0H2 attends to q-1; its positional QK term alone already peaks there for every query."""
+    from workbench_qk_ov.analysis import head_circuits
+
+    C = circuits_module()
+    pos = head_circuits(lab_model, C.circuit_weights(lab_model.bridge), *L0H2, [3], positional=32).positional_qk
+    assert [int(np.argmax(pos[q, : q + 1])) for q in range(1, 32)] == list(range(0, 31))
+
+
 # -- the plugin end to end -------------------------------------------------------------------------
 
 
@@ -266,6 +275,7 @@ def test_token_sets_and_errors(plugin, lab_model):
     assert prompt.self_top_tokens == 10 and prompt.positional_qk is None
     top = run(head="L0H2", top_k="5", positional="8")
     norms = lab_model.bridge.W_E.detach().norm(dim=-1)
+    norms[[0, 1]] = -1  # <bos> and <unk>: special tokens are left out of the top-norm set
     assert top.token_set == "top-norm" and top.token_ids == torch.topk(norms, 5).indices.tolist()
     assert top.positional_qk.shape == (8, 8) and top.head_name == "L0H2"
     auto = run()  # no head: the most copying one

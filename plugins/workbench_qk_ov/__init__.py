@@ -34,7 +34,7 @@ plugin = Plugin(
                 help="rows and columns of the circuit maps: typed tokens, the prompt's tokens, or the top-k tokens by embedding norm; auto: typed if any, else the prompt's, else top-norm",
             ),
             Text("tokens", default="", help="comma-separated tokens, each exactly one token and written as-is (' Paris' keeps its space; \\, is a comma)"),
-            Int("top_k", default=24, minimum=2, maximum=128, help="tokens in the top-norm token set"),
+            Int("top_k", default=24, minimum=2, maximum=128, help="tokens in the top-norm token set (largest ‖W_E[t]‖, special tokens left out)"),
             Bool("fold_ln", default=True, help="fold the layer norms' scales (and LayerNorm's centering) into the weights, as TransformerLens' compatibility mode does"),
             Int(
                 "positional",

@@ -95,13 +95,21 @@ def resolve_token_set(ctx: AnalysisContext, token_set: str, tokens: str, top_k: 
             raise InputError("The token set 'prompt' needs a prompt.", "type a prompt (CLI: --prompt TEXT), or choose another token set")
         ids = _unique(ctx.tokens(0))
     else:
-        # The raw embedding's norm (before any folding): the tokens written largest into the residual stream.
-        with torch.no_grad():
-            norms = model.bridge.W_E.detach().float().norm(dim=-1)
-        ids = [int(i) for i in torch.topk(norms, min(top_k, norms.shape[0])).indices.tolist()]
+        ids = top_norm_tokens(model, top_k)
     if len(ids) > MAX_TOKENS:
         raise InputError(f"The token set has {len(ids)} distinct tokens; the circuit maps show at most {MAX_TOKENS}.", "use a shorter prompt, fewer typed tokens or a smaller top-k")
     return token_set, ids
+
+
+def top_norm_tokens(model, k: int) -> list[int]:
+    """The k tokens with the largest raw embedding norm ‖W_E[t]‖ (before any folding), special tokens
+    (BOS, EOS, padding, unknown) left out: they are rarely what one wants to read a circuit on."""
+    with torch.no_grad():
+        norms = model.bridge.W_E.detach().float().norm(dim=-1)
+    special = [int(t) for t in (getattr(model.tokenizer, "all_special_ids", None) or []) if 0 <= int(t) < norms.shape[0]]
+    if special and len(special) < norms.shape[0]:
+        norms[special] = -torch.inf
+    return [int(i) for i in torch.topk(norms, min(k, norms.shape[0] - len(special))).indices.tolist()]
 
 
 @dataclass
