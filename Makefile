@@ -31,6 +31,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cache.py
+	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/bench_attention_panel.py
+	$(BIN)/python benchmarks/bench_qk_ov.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

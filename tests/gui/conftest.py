@@ -212,10 +212,17 @@ def window(make_window):
 
 
 @pytest.fixture
-def lab_window(qtbot, window):
-    """A window with the lab model loaded and the lab prompt typed."""
-    with qtbot.waitSignal(window.model_loaded, timeout=60_000):
+def model_window(qtbot, window):
+    """A window with the lab model loaded and no prompt typed."""
+    with qtbot.waitSignal(window.model_loaded, timeout=120_000):
         window.load_model(LAB_MODEL)
+    return window
+
+
+@pytest.fixture
+def lab_window(qtbot, model_window):
+    """A window with the lab model loaded and the lab prompt typed."""
+    window = model_window
     window.set_prompt(LAB_PROMPT)
     qtbot.waitUntil(lambda: len(window.token_strip.chips()) == 8, timeout=20_000)
     return window

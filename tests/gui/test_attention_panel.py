@@ -11,25 +11,14 @@ import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 PROMPT = "t1 t2 t3 t4 t5 t1 t2 t3 t4"
 
 
 @pytest.fixture
-def window(qtbot, tmp_path):
-    # Never touch the user's settings.
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
-    from workbench.gui.main_window import MainWindow
-
-    main = MainWindow(remember=False)
-    qtbot.addWidget(main)
-    main.resize(1400, 900)
-    main.show()
-    with qtbot.waitSignal(main.model_loaded, timeout=120_000):
-        main.load_model("lab:induction")
-    yield main
-    main.close()
+def window(model_window):
+    return model_window
 
 
 def stored_pattern(window, layer, head, text=PROMPT):

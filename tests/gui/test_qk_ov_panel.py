@@ -12,22 +12,11 @@ import pytest  # noqa: E402
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 
 @pytest.fixture
-def window(qtbot, tmp_path):
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))  # never the user's settings
-    from workbench.gui.main_window import MainWindow
-
-    main = MainWindow(remember=False)
-    qtbot.addWidget(main)
-    main.resize(1400, 900)
-    main.show()
-    with qtbot.waitSignal(main.model_loaded, timeout=120_000):
-        main.load_model("lab:induction")
-    yield main
-    main.close()
+def window(model_window):
+    return model_window
 
 
 def expected_circuits(model, layer, head, token_ids, positional=0):
