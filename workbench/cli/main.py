@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import WorkbenchError
+from ..progress import run_to_completion
 
 DEFAULT_MODEL = "smollm2"
 
@@ -98,15 +99,12 @@ def cmd_cache(args) -> int:
         compression=args.compression,
     )
     bar = tqdm(total=len(prompts), unit="prompt", file=sys.stderr, disable=len(prompts) < 2 or args.quiet)
+    def show(progress) -> None:
+        bar.n = int(progress.done)
+        bar.refresh()
+
     try:
-        while True:
-            try:
-                progress = next(job)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            bar.n = int(progress.done)
-            bar.refresh()
+        result = run_to_completion(job, on_progress=show)
     except KeyboardInterrupt:
         job.close()
         print(f"\ninterrupted: the run in {args.out} is marked incomplete and will not be used", file=sys.stderr)
@@ -276,16 +274,13 @@ def cmd_run(args) -> int:
     ctx = AnalysisContext(model=model, prompts=prompts, prepend_bos=_bool_choice(args.bos), store_path=Path(args.store) if args.store else None)
     job = run_analysis(plugin, ctx, texts=texts)
     bar = tqdm(total=100, unit="%", file=sys.stderr, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}")
+    def show(progress) -> None:
+        bar.n = round(100 * progress.fraction)
+        bar.set_description_str(progress.message[:40])
+        bar.refresh()
+
     try:
-        while True:
-            try:
-                progress = next(job)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            bar.n = round(100 * progress.fraction)
-            bar.set_description_str(progress.message[:40])
-            bar.refresh()
+        result = run_to_completion(job, on_progress=show)
     except KeyboardInterrupt:
         job.close()
         print("\ninterrupted: nothing was saved", file=sys.stderr)
@@ -297,7 +292,9 @@ def cmd_run(args) -> int:
         result_id = save_result(args.out, result, title=plugin.name)
         summary["saved"] = {"file": str(args.out), "result": result_id}
         print(f"saved {result_id} to {args.out}", file=sys.stderr)
-    text = json.dumps(summary, indent=2)
+    text = json.dumps(summary, separators=(",", ":"))
+    if len(text) < 200_000:  # indented when a person may read it; large matrices stay compact (MBs otherwise)
+        text = json.dumps(summary, indent=2)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(text + "\n", encoding="utf-8")
