@@ -86,6 +86,11 @@ class ResidualNormResult(Result):
     norms: np.ndarray  # [hook, position]
     norm: str = "l2"
 
+    @property
+    def layer_labels(self) -> list:
+        """Short row labels: "blocks.0.hook_resid_pre" -> "L0.in", "blocks.3.hook_resid_post" -> "L3.out"."""
+        return ["L" + h.replace("blocks.", "").replace(".hook_resid_pre", ".in").replace(".hook_resid_post", ".out") for h in self.hooks]
+
     def summary(self) -> dict:
         return {
             "tokens": self.str_tokens,
@@ -95,7 +100,7 @@ class ResidualNormResult(Result):
         }
 
     def report(self) -> ReportSection:
-        figure = heatmap(self.norms, x_labels=self.str_tokens, y_labels=self.hooks, title="Residual stream norm", x_title="token", y_title="hook")
+        figure = heatmap(self.norms, x_labels=self.str_tokens, y_labels=self.layer_labels, title="Residual stream norm", x_title="token", y_title="layer")
         rows = [[hook, float(self.norms[i, -1])] for i, hook in enumerate(self.hooks)]
         return ReportSection(
             title="$title",
@@ -118,7 +123,7 @@ class ResidualNormPanel(AnalysisPanel):
         return self.heatmap
 
     def render(self, result):
-        self.heatmap.set_data(result.norms, x_labels=result.str_tokens, y_labels=result.hooks)
+        self.heatmap.set_data(result.norms, x_labels=result.str_tokens, y_labels=result.layer_labels)
 '''
 
 _TEST = '''"""Tests of the $plugin_id plugin, on the workbench's tiny lab model."""
