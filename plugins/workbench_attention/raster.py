@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
-from functools import lru_cache
 
 import numpy as np
 
@@ -19,16 +18,11 @@ from workbench.figures.colormaps import lookup_table
 NAN_RGB = (236, 236, 236)  # cells with nothing to show (future tokens, a masked column)
 
 
-@lru_cache(maxsize=8)
-def _table(colormap: str) -> np.ndarray:
-    return lookup_table(colormap)
-
-
 def colourise(values: np.ndarray, lo: float, hi: float, colormap: str = "viridis") -> np.ndarray:
     """[...] values -> [..., 3] uint8 RGB; NaN cells get NAN_RGB."""
     data = np.asarray(values, dtype=np.float64)
     span = (hi - lo) or 1.0
-    table = _table(colormap)
+    table = lookup_table(colormap)
     index = np.clip(np.round((np.nan_to_num(data, nan=lo) - lo) / span * 255), 0, 255).astype(np.intp)
     rgb = table[index]
     rgb[np.isnan(data)] = NAN_RGB

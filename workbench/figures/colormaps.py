@@ -6,6 +6,8 @@ diverging map (for signed quantities, always with symmetric limits).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 _ANCHORS = {
@@ -25,13 +27,20 @@ _ANCHORS = {
 NAMES = tuple(_ANCHORS)
 
 
+@functools.lru_cache(maxsize=16)
 def lookup_table(name: str = "viridis", n: int = 256) -> np.ndarray:
-    """[n, 3] uint8 RGB colours running from the low to the high end of the map."""
+    """[n, 3] uint8 RGB colours running from the low to the high end of the map.
+
+    Cached, because figures and panels ask for it on every draw; the array is
+    read-only since every caller shares it.
+    """
     anchors = np.asarray(_ANCHORS.get(name, _ANCHORS["viridis"]))
     positions = np.linspace(0, 1, len(anchors))
     samples = np.linspace(0, 1, n)
     rgb = np.stack([np.interp(samples, positions, anchors[:, channel]) for channel in range(3)], axis=1)
-    return np.round(rgb * 255).astype(np.uint8)
+    table = np.round(rgb * 255).astype(np.uint8)
+    table.flags.writeable = False
+    return table
 
 
 def colormap_hex(fractions: np.ndarray, name: str = "viridis") -> list[list[str]]:
