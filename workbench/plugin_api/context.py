@@ -70,7 +70,8 @@ class AnalysisContext:
         Read from the activation store when it holds them; otherwise computed with one
         forward pass (and written to the store first when fill_store is set).
         """
-        names = self.hook_names(patterns)
+        specs = HookCatalog(self.model.bridge).resolve(patterns)
+        names = [spec.name for spec in specs]
         found = self.stored(names, index)
         reused = found is not None
         if found is None and self.fill_store and self.store_path is not None:
@@ -86,8 +87,6 @@ class AnalysisContext:
                 return {name: np.asarray(hit.run.read(name, hit.prompt)) for name in names}
             finally:
                 store.close()
-        catalog = HookCatalog(self.model.bridge)
-        specs = catalog.resolve(names)
         ids = torch.tensor([self.tokens(index)], device=self.device)
         with torch.inference_mode():
             _, cache = self.model.bridge.run_with_cache(ids, names_filter=[s.canonical for s in specs], return_type=None)
