@@ -304,6 +304,50 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from tqdm import tqdm
+
+    from ..plugin_api import discover_plugins
+    from ..report import build_report, check_spec, default_data_path, load_spec, write_report
+
+    spec = load_spec(args.spec)
+    registry = discover_plugins()
+    check_spec(spec, registry)  # a typo fails here, before the model loads
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise WorkbenchError(f"--out {out} is not an .html file.", "name the report REPORT.html (--pdf REPORT.pdf for a PDF)")
+    if args.pdf and Path(args.pdf).suffix.lower() != ".pdf":
+        raise WorkbenchError(f"--pdf {args.pdf} is not a .pdf file.", "name it REPORT.pdf")
+    data = Path(args.data) if args.data else default_data_path(out)
+    store = Path(args.store) if args.store else spec.store
+    if store is not None and store.resolve() == data.resolve():
+        raise WorkbenchError(f"The report's data file {data} would replace the activation store.", "give --data another file, or name the report differently")
+    job = build_report(spec, registry=registry, store_path=store)
+    bar = tqdm(total=100, unit="%", file=sys.stderr, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}")
+
+    def show(progress) -> None:
+        bar.n = round(100 * progress.fraction)
+        bar.set_description_str(progress.message[:40])
+        bar.refresh()
+
+    try:
+        report = run_to_completion(job, on_progress=show)
+    except KeyboardInterrupt:
+        job.close()
+        print("\ninterrupted: no report was written", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    written = write_report(report, out, data_path=data, pdf_path=args.pdf, spec_name=Path(args.spec).name)
+    print(f"wrote {written.html} ({len(report.entries)} analyses in {report.seconds:.1f} s)", file=sys.stderr)
+    print(f"wrote {written.data} (results; workbench inspect lists them, the app opens it as a workspace)", file=sys.stderr)
+    if written.pdf:
+        print(f"wrote {written.pdf} ({written.pages} pages)", file=sys.stderr)
+    for entry in report.failed:
+        print(f"error: {entry.title} ({entry.plugin_id}) failed: {entry.error.message}" + (f" ({entry.error.hint})" if entry.error.hint else ""), file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def cmd_new_plugin(args) -> int:
     from ..plugin_api.template import write_plugin_template
 
@@ -322,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--prompt", dest="gui_prompt", metavar="TEXT", help="prompt to start with")
     gui.add_argument("--panel", dest="gui_panel", metavar="PLUGIN_ID", help="panel to open (and run, with --screenshot)")
     gui.add_argument("--workspace", dest="gui_workspace", metavar="FILE", help="workspace file to open")
+    gui.add_argument("--panel-param", dest="gui_panel_params", action="append", metavar="NAME=VALUE", help="a parameter of --panel (repeat for several)")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("models", help="list the models available offline now")
@@ -375,6 +420,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="FILE.h5", help="an activation store to reuse activations from")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="run the analyses a report spec (TOML) names and write an HTML report, its data and a PDF")
+    p.add_argument("spec", metavar="SPEC.toml", help="the report spec (examples/report.toml documents the format)")
+    p.add_argument("--out", required=True, metavar="REPORT.html", help="the HTML report to write")
+    p.add_argument("--pdf", metavar="REPORT.pdf", help="also write the report as a PDF")
+    p.add_argument("--data", metavar="FILE.h5", help="where the results go (default: beside the HTML, REPORT.h5)")
+    p.add_argument("--store", metavar="FILE.h5", help="an activation store to read and fill (default: the spec's store, else a temporary one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("new-plugin", help="write a working plugin package to start from")
     p.add_argument("name", help="the plugin's id (lower-case letters, digits, dashes)")

@@ -35,6 +35,7 @@ from .notifications import NotificationCenter, NotificationList
 from .panels import AnalysisPanel
 from .plugins_dialog import PluginsDialog
 from .prompt_inspector import PromptInspector, PromptPredictions, PromptTokens
+from .report_export import show_export_dialog
 from .settings import AppSettings
 from .tasks import Task, TaskList, TaskManager
 from .widgets.model_picker import ModelPicker
@@ -203,6 +204,8 @@ class MainWindow(WorkspaceActions, QMainWindow):
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self._add_action(menu, "&Save workspace", self._save_workspace_clicked, QKeySequence.Save)
         self._add_action(menu, "Save workspace &as…", self._save_workspace_dialog, QKeySequence.SaveAs)
+        menu.addSeparator()
+        self._add_action(menu, "&Export report…", lambda: show_export_dialog(self))
         menu.addSeparator()
         self._add_action(menu, "&Quit", self.close, QKeySequence.Quit)
         self.panels_menu = self.menuBar().addMenu("&Panels")

@@ -1,0 +1,79 @@
+"""The report's data: its results in one workbench HDF5 file beside the HTML.
+
+The file is a workbench store (`workbench inspect` lists the results) and also a
+workspace the app opens with File → Open workspace: one panel per analysis, with
+its parameters and result, on the report's model and prompts. The workspace
+description written here follows workbench/gui/workspace.py (format 1); it is
+duplicated rather than imported because the core must not import the GUI package,
+and tests/gui/test_report_export.py reads it back with the app's own reader so
+the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+
+from ..errors import InputError
+from ..results.storage import write_result
+from ..store.layout import open_store_file
+from .build import Report
+
+WORKSPACE_FORMAT = "interpretability-workbench/workspace"
+WORKSPACE_VERSION = 1
+REPORT_GROUP = "report"
+
+
+def _workspace_description(report: Report, result_ids: dict[int, str]) -> dict:
+    panels = []
+    for index, entry in enumerate(report.entries):
+        if index not in result_ids:
+            continue
+        panels.append({"plugin": entry.plugin_id, "dock": "", "title": entry.title, "state": {"params": entry.params, "view": {}}, "result": result_ids[index]})
+    return {
+        "format": WORKSPACE_FORMAT,
+        "version": WORKSPACE_VERSION,
+        "model": {"spec": report.model_spec, "device": report.model_device, "dtype": report.model_dtype},
+        "bos": report.bos,
+        "prompts": list(report.prompts),
+        "layout": "",
+        "panels": panels,
+    }
+
+
+def write_report_data(path: str | Path, report: Report) -> dict[int, str]:
+    """Write every result of report to path (replacing the file); returns {entry index: result id}.
+
+    Written beside the target and renamed over it when complete, so an interrupted
+    write never leaves a half file where the last good one was.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder.", "give the data file a name ending in .h5")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".writing")
+    partial.unlink(missing_ok=True)
+    try:
+        handle = open_store_file(partial, "a")
+        try:
+            ids = {i: write_result(handle, e.result, title=e.title) for i, e in enumerate(report.entries) if e.result is not None}
+            text = h5py.string_dtype("utf-8")
+            handle.create_dataset("workspace/description", data=json.dumps(_workspace_description(report, ids), indent=1), dtype=text)
+            group = handle.create_group(REPORT_GROUP)
+            group.attrs["title"] = report.title
+            group.attrs["created"] = report.created
+            group.create_dataset("spec", data=report.spec_text, dtype=text)
+            failures = [{"plugin": e.plugin_id, "title": e.title, "error": e.error.message} for e in report.entries if e.error is not None]
+            group.create_dataset("failed", data=json.dumps(failures), dtype=text)
+            handle.flush()
+        finally:
+            handle.close()
+        os.replace(partial, path)
+    except OSError as exc:
+        raise InputError(f"Could not write the report data to {path}: {exc.strerror or exc}.", "choose a writable folder") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return ids
