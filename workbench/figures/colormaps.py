@@ -1,7 +1,8 @@
 """Colour maps shared by SVG figures and the GUI, so a report and a panel show the same colours.
 
 Anchors are sampled from matplotlib's viridis and from a CET-D1-like blue-white-red
-diverging map (for signed quantities, always with symmetric limits).
+diverging map (for signed quantities, always with symmetric limits), plus
+white-to-colour sequential maps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ _ANCHORS = {
         (0.970, 0.880, 0.860), (0.930, 0.620, 0.560), (0.820, 0.340, 0.280), (0.640, 0.100, 0.120),
     ],
     "greys": [(1.0, 1.0, 1.0), (0.0, 0.0, 0.0)],
+    # Sequential white-to-colour maps (ColorBrewer's), as causal-tracing figures use per state kind.
+    "purples": [(0.988, 0.984, 0.992), (0.737, 0.741, 0.863), (0.459, 0.420, 0.694), (0.247, 0.0, 0.490)],
+    "greens": [(0.969, 0.988, 0.961), (0.631, 0.851, 0.608), (0.255, 0.671, 0.365), (0.0, 0.267, 0.106)],
+    "reds": [(1.0, 0.961, 0.941), (0.988, 0.573, 0.447), (0.796, 0.094, 0.114), (0.404, 0.0, 0.051)],
 }
 
 NAMES = tuple(_ANCHORS)

@@ -141,7 +141,8 @@ def _run(app, args, screenshot) -> int:
             if (panel or prompt) and not model and not workspace:
                 model = DEFAULT_MODEL
             window.resize(1400, 880)
-            script = ScreenshotScript(window, screenshot, model=model, prompt=prompt, panel=panel, workspace=workspace)
+            script = ScreenshotScript(window, screenshot, model=model, prompt=prompt, panel=panel, workspace=workspace,
+                                      panel_params=getattr(args, "gui_panel_params", None))
             QTimer.singleShot(0, script.start)  # after exec() starts, so an early exit() is not lost
         else:
             _start_session(window, model, prompt, panel, workspace)

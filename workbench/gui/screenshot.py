@@ -26,7 +26,8 @@ SETTLE_MS = 400
 
 
 class ScreenshotScript(QObject):
-    def __init__(self, window: MainWindow, path: Path, *, model: str | None, prompt: str | None, panel: str | None, workspace: str | None):
+    def __init__(self, window: MainWindow, path: Path, *, model: str | None, prompt: str | None, panel: str | None, workspace: str | None,
+                 panel_params: list[str] | None = None):
         super().__init__(window)
         self.window = window
         self.path = Path(path)
@@ -38,8 +39,15 @@ class ScreenshotScript(QObject):
         self.finished = False
         if self.path.suffix.lower() != ".png":
             raise WorkbenchError(f"Screenshot file {self.path} is not a .png file.", "give a file name ending in .png")
+        self.panel_params: dict[str, str] = {}
         if panel:
-            window.registry.get(panel)  # an unknown or broken plugin fails now, before any loading
+            plugin = window.registry.get(panel)  # an unknown or broken plugin fails now, before any loading
+            if panel_params:
+                from ..plugin_api.params import parse_assignments, resolve_params
+
+                self.panel_params = parse_assignments(panel_params)
+                if plugin.analysis is not None:  # bad names or values fail now too
+                    resolve_params(plugin.analysis.params, texts=self.panel_params)
         self._watchdog = QTimer(self)
         self._watchdog.setSingleShot(True)
         self._watchdog.timeout.connect(lambda: self.fail(f"The screenshot run did not finish within {OVERALL_TIMEOUT_S} s."))
@@ -81,6 +89,8 @@ class ScreenshotScript(QObject):
         if panel is None:
             self.fail(self._last_notification() or f"The panel {self.panel_id!r} could not be opened.")
             return
+        if self.panel_params:
+            panel.set_parameters(self.panel_params)
         task = panel.run()
         if task is None:
             self.fail(f"{panel.plugin.name} could not run: {panel.status.text()}")

@@ -1,0 +1,70 @@
+"""Causal tracing: the reference algorithm (one pass per cell) against the fast path, in one run.
+
+    python benchmarks/bench_causal_trace.py [--model smollm2] [--samples 10] [--device cpu|cuda]
+
+Both use the same noise, so their scores must agree to float precision; the script
+prints seconds per kind for each, the speed-up, and the largest score difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+from workbench.models import load_model  # noqa: E402
+from workbench_causal_trace.noise import subject_noise  # noqa: E402
+from workbench_causal_trace.reference import timed, trace_reference  # noqa: E402
+from workbench_causal_trace.request import build_request  # noqa: E402
+from workbench_causal_trace.scoring import KINDS  # noqa: E402
+from workbench_causal_trace.tracing import trace_with_noise  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--prompt", default="The Eiffel Tower is located in the city of")
+    parser.add_argument("--subject", default="The Eiffel Tower")
+    parser.add_argument("--target", default="", help="empty: the model's top next token")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+
+    model = load_model(args.model, device=args.device) if args.device else load_model(args.model)
+    request = build_request(model, args.prompt, model.tokenize(args.prompt), args.subject, args.target)
+    noise = subject_noise(model, request, args.samples, 0.0, 3.0, seed=1)
+    kinds = tuple(args.kinds.split(","))
+    print(f"model {args.model} ({model.n_layers} layers) on {next(model.bridge.parameters()).device}, torch threads {torch.get_num_threads()}, "
+          f"{platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.1f}")
+    print(f"prompt {model.str_tokens(request.token_ids)}; subject tokens {request.subject_range}; target {model.str_tokens(request.target_ids)}; "
+          f"{args.samples} samples, noise {noise.level:.4f}")
+
+    fast, fast_seconds = timed(trace_with_noise(model, request, noise, kinds))
+    reference_seconds, worst = {}, 0.0
+    for kind in kinds:
+        started = time.perf_counter()
+        (scores, high, low), _ = timed(trace_reference(model, request, noise, kind))
+        reference_seconds[kind] = time.perf_counter() - started
+        worst = max(worst, float(np.abs(scores - fast.scores[kind]).max()))
+        assert abs(high - fast.high_score) < 1e-4 and abs(low - fast.low_score) < 1e-4, (high, fast.high_score, low, fast.low_score)
+
+    print(f"P(target): clean {fast.high_score:.4f}, corrupted {fast.low_score:.4f}")
+    print(f"{'kind':6} {'reference s':>12} {'fast s':>8} {'ratio':>7}")
+    for kind in kinds:
+        print(f"{kind:6} {reference_seconds[kind]:12.2f} {fast.seconds[kind]:8.2f} {reference_seconds[kind] / fast.seconds[kind]:7.1f}")
+    total_reference = sum(reference_seconds.values())
+    print(f"{'all':6} {total_reference:12.2f} {fast_seconds:8.2f} {total_reference / fast_seconds:7.1f}")
+    passes = len(kinds) * (request.n_tokens * model.n_layers + 2)
+    print(f"reference passes: {passes} of batch {args.samples + 1}; max |score difference| {worst:.2e}")
+    return 0 if worst <= 1e-4 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

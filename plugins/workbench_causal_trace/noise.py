@@ -1,0 +1,55 @@
+"""The corruption of causal tracing: Gaussian noise on the subject's token embeddings.
+
+Both the fast path and the reference implementation take their noise from here, so
+given the same seed they corrupt with exactly the same numbers and their scores
+can be compared to float precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from workbench.models import LoadedModel
+
+from .request import TraceRequest
+
+
+@dataclass(frozen=True)
+class SubjectNoise:
+    level: float  # the standard deviation of the noise
+    samples: torch.Tensor  # [S, n_subject_tokens, d_model]
+    subject_range: tuple[int, int]
+
+    def hook(self, rows: slice | None = None):
+        """A `hook_embed` hook adding the noise to the subject positions of the noised rows.
+
+        `rows` selects the noised rows of the batch (all when None); they are a whole
+        number of copies of the S samples, in sample order.
+        """
+        start, end = self.subject_range
+
+        def add_noise(embedding: torch.Tensor, hook=None) -> torch.Tensor:
+            target = embedding[rows] if rows is not None else embedding
+            copies = target.shape[0] // self.samples.shape[0]
+            noise = self.samples.to(embedding.device, embedding.dtype).repeat(copies, 1, 1)
+            target[:, start:end] += noise
+            return embedding
+
+        return add_noise
+
+
+def subject_noise(model: LoadedModel, request: TraceRequest, samples: int, noise: float, noise_scale: float, seed: int) -> SubjectNoise:
+    """Noise for S samples: `noise` when positive, else noise_scale × the std of the subject's embeddings.
+
+    ROME estimates σ over the embeddings of many subjects; one prompt's subject tokens
+    give the same quantity for this subject (the spread of its embedding entries).
+    """
+    start, end = request.subject_range
+    weight = model.bridge.embed.W_E if hasattr(model.bridge.embed, "W_E") else model.bridge.W_E
+    subject_embeddings = weight[torch.tensor(request.token_ids[start:end], device=weight.device)].detach().float()
+    level = float(noise) if noise > 0 else float(noise_scale * subject_embeddings.std())
+    generator = torch.Generator().manual_seed(int(seed))
+    draws = torch.randn(samples, end - start, subject_embeddings.shape[-1], generator=generator) * level
+    return SubjectNoise(level, draws, request.subject_range)

@@ -1,0 +1,142 @@
+"""Causal tracing: the fast path against the reference algorithm (one pass per cell), the
+exact identities a trace must satisfy, bad requests, and the plugin's result and JSON.
+
+The reference implementation (`workbench_causal_trace.reference`) is the kmeng01/rome
+algorithm run through TransformerBridge hooks on full sequences; the fast path shares
+only the noise and the scoring with it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.errors import InputError
+from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
+from workbench.progress import run_to_completion
+from workbench.results import load_results, save_result
+from workbench_causal_trace.noise import subject_noise
+from workbench_causal_trace.reference import trace_reference, traced_run
+from workbench_causal_trace.request import build_request
+from workbench_causal_trace.scoring import KINDS
+from workbench_causal_trace.tracing import causal_trace, trace_with_noise
+
+LAB_PROMPT = "t1 t2 t3 t4 t5 t6 t1 t2 t3"  # the induction head predicts t4 at the end
+SMOL_PROMPT = "The Eiffel Tower is located in the city of"
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    return discover_plugins().get("causal-trace")
+
+
+def lab_request(model, subject="t2 t3", target=""):
+    return build_request(model, LAB_PROMPT, model.tokenize(LAB_PROMPT), subject, target)
+
+
+@pytest.mark.parametrize("target", ["", "t4 t5 t6"])
+def test_fast_path_equals_the_reference_algorithm(lab_model, target):
+    request = lab_request(lab_model, target=target)
+    noise = subject_noise(lab_model, request, samples=6, noise=0.0, noise_scale=3.0, seed=3)
+    fast = run_to_completion(trace_with_noise(lab_model, request, noise, KINDS, window=1))
+    assert len(request.target_ids) == (3 if target else 1)
+    for kind in KINDS:
+        # window=1 on a 2-layer model keeps MLP/attention windows non-trivial without covering everything
+        reference, high, low = run_to_completion(trace_reference(lab_model, request, noise, kind, window=1))
+        np.testing.assert_allclose(fast.scores[kind], reference, atol=1e-5)
+        assert fast.high_score == pytest.approx(high, abs=1e-6) and fast.low_score == pytest.approx(low, abs=1e-6)
+    # The comparison is not vacuous: the noise destroys the prediction and cells differ.
+    assert fast.high_score > 10 * fast.low_score
+    assert np.ptp(fast.scores["resid"]) > 10 * fast.low_score
+
+
+def test_fast_path_equals_the_reference_with_the_default_window(lab_model):
+    request = lab_request(lab_model, subject="t6")
+    noise = subject_noise(lab_model, request, samples=4, noise=0.5, noise_scale=3.0, seed=0)
+    fast = run_to_completion(trace_with_noise(lab_model, request, noise, ("mlp", "attn"), window=10))
+    for kind in ("mlp", "attn"):
+        reference, _, _ = run_to_completion(trace_reference(lab_model, request, noise, kind, window=10))
+        np.testing.assert_allclose(fast.scores[kind], reference, atol=1e-5)
+
+
+def test_trace_identities(lab_model):
+    """Restoring a state the noise never reached changes nothing; restoring the last token's
+    final state gives back the clean prediction."""
+    request = lab_request(lab_model)
+    start, end = request.subject_range
+    traced = run_to_completion(causal_trace(lab_model, request.token_ids, request.subject_range, request.target_ids, samples=5, seed=2))
+    for kind in KINDS:
+        np.testing.assert_allclose(traced.scores[kind][:start], traced.low_score, atol=1e-6)
+    assert traced.scores["resid"][-1, -1] == pytest.approx(traced.high_score, abs=1e-6)
+    assert traced.noise == pytest.approx(3.0 * float(lab_model.bridge.W_E[request.token_ids[start:end]].detach().std()), rel=1e-5)
+
+
+def test_same_seed_same_noise_other_seed_other_noise(lab_model):
+    request = lab_request(lab_model)
+    a = subject_noise(lab_model, request, 4, 0.0, 3.0, seed=1).samples
+    b = subject_noise(lab_model, request, 4, 0.0, 3.0, seed=1).samples
+    c = subject_noise(lab_model, request, 4, 0.0, 3.0, seed=2).samples
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_bad_requests_name_the_fix(lab_model):
+    with pytest.raises(InputError, match="not in the prompt") as info:
+        lab_request(lab_model, subject="t9")
+    assert "copy the subject" in info.value.hint
+    with pytest.raises(InputError, match="No subject"):
+        lab_request(lab_model, subject="  ")
+    with pytest.raises(InputError, match="only whitespace"):
+        lab_request(lab_model, target="   ")
+    long_target = " ".join(["t1"] * 60)
+    with pytest.raises(InputError, match="context holds 64"):
+        lab_request(lab_model, target=long_target)
+
+
+def test_plugin_result_json_and_hdf5(lab_model, plugin, tmp_path):
+    ctx = AnalysisContext(lab_model, [LAB_PROMPT])
+    result = run_to_completion(run_analysis(plugin, ctx, {"subject": "t2 t3", "samples": 4}))
+    out = json.loads(json.dumps(summary_json(result)))
+    for key in ("tokens", "subject_range", "answer", "high_score", "low_score", "noise", "samples", "scores", "seconds"):
+        assert key in out
+    assert out["subject_range"] == [2, 4] and out["tokens"][0] == "<bos>" and out["answer"] == "t4"
+    assert set(out["scores"]) == set(KINDS) and set(out["seconds"]) == set(KINDS)
+    assert np.asarray(out["scores"]["mlp"]).shape == (10, 2)
+    section = result.report()
+    assert len(section.figures) == 3 and all(f.svg.startswith("<svg") for f in section.figures)
+
+    path = tmp_path / "trace.h5"
+    save_result(path, result, "trace")
+    [(_, loaded)] = load_results(path, discover_plugins().result_class)
+    np.testing.assert_array_equal(loaded.scores, result.scores)
+    assert loaded.tokens == result.tokens and loaded.meta.params["subject"] == "t2 t3"
+
+    # The reference method through the plugin gives the same numbers.
+    reference = run_to_completion(run_analysis(plugin, ctx, {"subject": "t2 t3", "samples": 4, "method": "reference", "kinds": "resid"}))
+    np.testing.assert_allclose(reference.table("resid"), result.table("resid"), atol=1e-5)
+
+
+@pytest.mark.smollm2
+def test_smollm2_trace_recovers_clean_and_corrupted(smollm2):
+    request = build_request(smollm2, SMOL_PROMPT, smollm2.tokenize(SMOL_PROMPT), "The Eiffel Tower", "")
+    assert smollm2.str_tokens(request.target_ids) == [" Paris"]
+    noise = subject_noise(smollm2, request, samples=4, noise=0.0, noise_scale=3.0, seed=1)
+    traced = run_to_completion(trace_with_noise(smollm2, request, noise, ("resid",)))
+    assert traced.high_score > 0.5 and traced.low_score < traced.high_score / 2
+    with torch.inference_mode():
+        # Nothing restored: the corrupted probability. Everything the noise touched restored: the clean one.
+        _, nothing = traced_run(smollm2, request, noise, [])
+        start, end = request.subject_range
+        _, everything = traced_run(smollm2, request, noise, [("blocks.0.hook_resid_pre", p) for p in range(start, end)])
+        assert nothing == pytest.approx(traced.low_score, abs=1e-5)
+        assert everything == pytest.approx(traced.high_score, abs=1e-5)
+        # The final state of the last token is the prediction itself.
+        assert traced.scores["resid"][-1, -1] == pytest.approx(traced.high_score, abs=1e-5)
+        # A sample of cells against the reference's one-pass-per-cell computation.
+        for position, layer in [(end - 1, 3), (end - 1, 12), (request.n_tokens - 1, 20), (1, 0)]:
+            _, expected = traced_run(smollm2, request, noise, [(f"blocks.{layer}.hook_resid_post", position)])
+            assert traced.scores["resid"][position, layer] == pytest.approx(expected, abs=1e-4)
+    # The last subject token carries the fact in early-to-middle layers, as in the paper.
+    assert traced.scores["resid"][end - 1, :10].max() > traced.low_score + 0.2
