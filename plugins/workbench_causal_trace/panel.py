@@ -13,6 +13,8 @@ from workbench.gui.widgets.heatmap import HeatmapView
 from .result import KIND_TITLES, CausalTraceResult
 
 KIND_COLOURS = {"resid": "purples", "mlp": "greens", "attn": "reds"}
+# Short, so three maps fit side by side in a narrow dock; the headline names the answer.
+SHORT_TITLES = {"resid": "residual stream", "mlp": "MLP (window)", "attn": "attention (window)"}
 
 
 class CausalTracePanel(AnalysisPanel):
@@ -66,11 +68,11 @@ class CausalTracePanel(AnalysisPanel):
                 continue
             layers = [str(layer) for layer in range(result.table(kind).shape[1])]
             if self.show_effect:
-                heatmap.set_data(result.indirect_effect(kind), layers, labels, title=f"Indirect effect: {KIND_TITLES[kind]}",
+                heatmap.set_data(result.indirect_effect(kind), layers, labels, title=f"{SHORT_TITLES[kind]}: effect",
                                  x_title="layer", y_title="token", colormap_name="diverging", signed=True, value_format="{:+.4f}")
             else:
                 table = result.table(kind)
-                heatmap.set_data(table, layers, labels, title=f"P({result.answer.strip()}): {KIND_TITLES[kind]}", x_title="layer",
+                heatmap.set_data(table, layers, labels, title=SHORT_TITLES[kind], x_title="layer",
                                  y_title="token", colormap_name=KIND_COLOURS[kind],
                                  levels=(min(result.low_score, float(table.min())), max(result.high_score, float(table.max()))),
                                  signed=False, value_format="{:.4f}")
