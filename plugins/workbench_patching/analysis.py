@@ -1,0 +1,174 @@
+"""Activation patching (denoising): clean activations patched into the corrupted run, cell by cell.
+
+For every chosen target, layer and cell (a position, a head, or both) the corrupted prompt
+is run with that one slice of the clean run's activation copied in, and the metric is read
+at the last position. A cell that brings the metric back to the clean value carries the
+information that distinguishes the two prompts there. The numbers equal those of
+`transformer_lens.patching`'s `get_act_patch_*` functions; the cells of a layer are run
+as one batch (see patcher.py), and cells whose clean and corrupted activations are
+identical are not run at all (patching them is a no-op: their value is the corrupted one).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from workbench.errors import InputError
+from workbench.plugin_api import AnalysisContext, Progress
+
+from .inputs import answer_token, metric_values, prompt_pair
+from .patcher import chunk_size, patched_metrics, unchanged_cells
+from .result import ActivationPatchingResult
+from .targets import TARGETS, parse_targets
+
+# Below this |clean - corrupted| the metric does not tell the prompts apart, and normalising divides by ~0.
+MIN_METRIC_GAP = 1e-6
+
+
+def hooks_for(target_names: tuple[str, ...], n_layers: int) -> list[str]:
+    names: list[str] = []
+    for name in target_names:
+        for layer in range(n_layers):
+            hook = TARGETS[name].hook_name(layer)
+            if hook not in names:
+                names.append(hook)
+    return names
+
+
+def clean_activations(ctx: AnalysisContext, hooks: list[str], ids: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The clean run's activations: from the activation store when it holds them at full precision."""
+    reused_before = ctx.reused_activations
+    arrays = ctx.activations(hooks, 0)
+    if all(np.dtype(a.dtype).itemsize >= torch.finfo(dtype).bits // 8 for a in arrays.values()):
+        return {name: torch.as_tensor(np.asarray(a), device=ids.device).to(dtype) for name, a in arrays.items()}
+    # A float16 store would patch rounded values into the run: recompute instead.
+    ctx.reused_activations = reused_before
+    with torch.inference_mode():
+        _, cache = ctx.model.bridge.run_with_cache(ids, names_filter=hooks, return_type=None)
+    return {name: cache[name][0] for name in hooks}
+
+
+def run(
+    ctx: AnalysisContext,
+    corrupted: str = "",
+    metric: str = "logit-diff",
+    answer: str = "",
+    wrong_answer: str = "",
+    normalise: bool = True,
+    targets: str = "all",
+    max_batch: int = 64,
+):
+    started = time.perf_counter()
+    chosen = parse_targets(targets)
+    model = ctx.model
+    bridge = model.bridge
+    pair = prompt_pair(ctx, corrupted)
+    device = ctx.device
+    dtype = next(bridge.parameters()).dtype
+    n_layers, n_heads, n_positions = model.n_layers, model.n_heads, pair.length
+    hooks = hooks_for(chosen, n_layers)
+    yield Progress(0, 1, "clean and corrupted runs")
+
+    clean_ids = torch.tensor([pair.clean_ids], device=device)
+    corrupted_ids = torch.tensor([pair.corrupted_ids], device=device)
+    with torch.inference_mode():
+        clean_logits = bridge(clean_ids, return_type="logits")
+        corrupted_logits, corrupted_cache = bridge.run_with_cache(corrupted_ids, names_filter=hooks, return_type="logits")
+    clean_acts = clean_activations(ctx, hooks, clean_ids, dtype)
+    corrupted_acts = {name: corrupted_cache[name][0] for name in hooks}
+    del corrupted_cache
+
+    answer_id = answer_token(model, answer, "answer") if answer else int(clean_logits[0, -1].argmax())
+    wrong_id = answer_token(model, wrong_answer, "wrong answer") if wrong_answer else int(corrupted_logits[0, -1].argmax())
+    answer_str, wrong_str = model.str_tokens([answer_id])[0], model.str_tokens([wrong_id])[0]
+    if metric == "logit-diff" and answer_id == wrong_id:
+        raise InputError(
+            f"The answer and the wrong answer are the same token ({answer_str!r}), so their logit difference is always 0"
+            + ("; both prompts predict it first." if not (answer or wrong_answer) else "."),
+            "type the two answers (answer, wrong_answer), choose a corrupted prompt that changes the prediction, or use the prob metric",
+        )
+
+    def measure(logits: torch.Tensor) -> torch.Tensor:
+        return metric_values(logits, metric, answer_id, wrong_id)
+
+    clean_value = float(measure(clean_logits))
+    corrupted_value = float(measure(corrupted_logits))
+    if normalise and abs(clean_value - corrupted_value) < MIN_METRIC_GAP:
+        raise InputError(
+            f"The metric is the same on both prompts ({clean_value:.4g}), so it cannot be normalised: nothing to restore.",
+            "choose answers or prompts the model tells apart, or turn 'normalise' off",
+        )
+
+    # Which cells need a run at all, so the progress total is the real work.
+    plan = []
+    for name in chosen:
+        target = TARGETS[name]
+        cells = target.cells(n_positions, n_heads)
+        for layer in range(n_layers):
+            hook = target.hook_name(layer)
+            same = unchanged_cells(target, cells, clean_acts[hook], corrupted_acts[hook])
+            plan.append((target, layer, [c for c, s in zip(cells, same) if not s], [c for c, s in zip(cells, same) if s]))
+    total = sum(len(todo) for _, _, todo, _ in plan)
+    chunk = chunk_size(bridge.cfg, n_positions, max_batch)
+
+    grids = {name: np.full(TARGETS[name].shape(n_layers, n_positions, n_heads), np.nan, dtype=np.float64) for name in chosen}
+    seconds = {name: 0.0 for name in chosen}
+    done, runs, skipped = 0, 0, 0
+    yield Progress(0, max(total, 1), f"patching {total} cells")
+    for target, layer, todo, unchanged in plan:
+        target_started = time.perf_counter()
+        grid = grids[target.name]
+        for cell in unchanged:
+            grid[(layer, *cell)] = corrupted_value
+        skipped += len(unchanged)
+        if todo:
+            job = patched_metrics(bridge, corrupted_ids, target, layer, todo, clean_acts[target.hook_name(layer)], measure, chunk)
+            while True:
+                try:
+                    finished = next(job)
+                except StopIteration as stop:
+                    values = stop.value
+                    break
+                done += finished
+                runs += 1
+                yield Progress(done, total, f"{target.name}: layer {layer + 1} of {n_layers}")
+            for cell, value in zip(todo, values.tolist()):
+                grid[(layer, *cell)] = value
+        else:
+            yield Progress(done, max(total, 1), f"{target.name}: layer {layer + 1} of {n_layers}")
+        seconds[target.name] += time.perf_counter() - target_started
+
+    return ActivationPatchingResult(
+        clean_prompt=pair.clean,
+        corrupted_prompt=pair.corrupted,
+        clean_tokens=np.asarray(pair.clean_ids, dtype=np.int64),
+        corrupted_tokens=np.asarray(pair.corrupted_ids, dtype=np.int64),
+        clean_str_tokens=pair.clean_str,
+        corrupted_str_tokens=pair.corrupted_str,
+        metric=metric,
+        answer=answer_str,
+        answer_id=answer_id,
+        wrong_answer=wrong_str,
+        wrong_answer_id=wrong_id,
+        clean_value=clean_value,
+        corrupted_value=corrupted_value,
+        normalise=normalise,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=model.n_kv_heads,
+        targets=list(chosen),
+        resid_pre=grids.get("resid_pre"),
+        attn_out=grids.get("attn_out"),
+        mlp_out=grids.get("mlp_out"),
+        head_out=grids.get("head_out"),
+        head_pattern=grids.get("head_pattern"),
+        head_out_by_pos=grids.get("head_out_by_pos"),
+        cells_run=done,
+        cells_skipped=skipped,
+        patched_passes=runs,
+        seconds_per_target={name: round(s, 3) for name, s in seconds.items()},
+        seconds_total=round(time.perf_counter() - started, 3),
+    )
