@@ -19,7 +19,12 @@ def core_modules() -> list[str]:
 
 def test_core_modules_exist():
     modules = core_modules()
-    for expected in ("workbench.models.loading", "workbench.store.writer", "workbench.capture", "workbench.cli.main"):
+    expected_modules = ("workbench.models.loading", "workbench.store.writer", "workbench.capture", "workbench.cli.main")
+    # Reports: spec, running, HTML and data are core; the PDF renderer imports Qt only inside its functions.
+    expected_modules += ("workbench.report", "workbench.report.spec", "workbench.report.build", "workbench.report.html", "workbench.report.data", "workbench.report.pdf")
+    # ROME weight edits: the rank-one update, key statistics and the edit stack.
+    expected_modules += ("workbench.editing", "workbench.editing.rome", "workbench.editing.edits", "workbench.editing.covariance", "workbench.editing.prompts", "workbench.editing.target")
+    for expected in expected_modules:
         assert expected in modules
 
 

@@ -1,0 +1,169 @@
+"""The rome analysis: edit one fact in the context's model (in place, on its edit stack) and
+measure what changed. The model stays edited: other panels then see the edited model."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from workbench.editing import EditStack
+from workbench.editing.covariance import key_statistics
+from workbench.editing.prompts import EditRequest, greedy_continuation, make_request, target_ids, target_probabilities, target_text
+from workbench.editing.rome import RomeHparams, compute_edit
+from workbench.editing.target import check_layer
+from workbench.errors import InputError
+from workbench.plugin_api import AnalysisContext, Progress
+
+from .result import RomeEditResult
+
+
+def split_prompts(text: str) -> list[str]:
+    """Prompts written one per line or separated by '|'."""
+    parts = []
+    for line in (text or "").replace("|", "\n").splitlines():
+        if line.strip():
+            parts.append(line.strip())
+    return parts
+
+
+@torch.no_grad()
+def current_answer(model, prompt: str, n_tokens: int) -> tuple[list[int], str]:
+    """The model's greedy answer of n_tokens after prompt."""
+    device = next(model.bridge.parameters()).device
+    ids = model.tokenize(prompt)
+    out: list[int] = []
+    for _ in range(max(1, n_tokens)):
+        out.append(int(model.bridge(torch.tensor([ids + out], device=device))[0, -1].argmax()))
+    return out, model.tokenizer.decode(out)
+
+
+def resolve_true_target(model, request: EditRequest) -> EditRequest:
+    """Fill target_true with the model's answer when empty, and refuse a 'new' target it already gives."""
+    prompt = request.prompt
+    new_ids = target_ids(model, prompt, request.target_new)
+    answer_ids, answer = current_answer(model, prompt, len(new_ids))
+    if answer_ids == new_ids:
+        raise InputError(
+            f"{model.name} already answers '{prompt}' with '{request.target_new.strip()}'.",
+            "choose a new target that differs from the model's current answer",
+        )
+    if not request.target_true:
+        request.target_true = model.tokenizer.decode(answer_ids[:1])
+    elif target_ids(model, prompt, request.target_true) == new_ids:
+        raise InputError("The new target is the same as the true target.", "give a different new target")
+    return request
+
+
+def choose_layer(model, request: EditRequest, layer: int):
+    """Generator: (layer, LayerTrace or None). -1 asks the causal trace for the MLP peak."""
+    if layer != -1:
+        return check_layer(model, layer), None
+    from .layer import trace_layer
+
+    trace = yield from trace_layer(model, request)
+    return trace.layer, trace
+
+
+def run(
+    ctx: AnalysisContext,
+    subject: str = "",
+    template: str = "",
+    target_new: str = "",
+    target_true: str = "",
+    layer: int = -1,
+    paraphrases: str = "",
+    neighbours: str = "",
+    gen_tokens: int = 20,
+    corpus: str = "",
+    v_lr: float = 0.5,
+    v_steps: int = 20,
+    v_weight_decay: float = 0.5,
+    kl_factor: float = 0.0625,
+    clamp_norm_factor: float = 4.0,
+    short_prefixes: int = 5,
+    long_prefixes: int = 5,
+    seed: int = 0,
+):
+    model = ctx.model
+    request = make_request(subject, target_new, template=template, prompt=ctx.prompts[0] if ctx.prompts else "", target_true=target_true)
+    request = resolve_true_target(model, request)
+    hp = RomeHparams(v_lr=v_lr, v_steps=v_steps, v_weight_decay=v_weight_decay, kl_factor=kl_factor, clamp_norm_factor=clamp_norm_factor, short_prefixes=short_prefixes, long_prefixes=long_prefixes, seed=seed)
+
+    yield Progress(0, 4, "choosing the layer" if layer == -1 else "measuring before the edit")
+    layer, trace = yield from choose_layer(model, request, layer)
+
+    prompt = request.prompt
+    probes = [("prompt", prompt)] + [("paraphrase", p) for p in split_prompts(paraphrases)] + [("neighbour", p) for p in split_prompts(neighbours)]
+    probe_prompts = [p for _, p in probes]
+
+    def measure() -> np.ndarray:
+        new = target_probabilities(model, probe_prompts, [request.target_new] * len(probes))
+        true = target_probabilities(model, probe_prompts, [request.target_true] * len(probes))
+        return np.stack([new, true], axis=1).astype(np.float32)
+
+    gen_prompts = [prompt] + [p for k, p in probes if k == "paraphrase"][:1]
+    p_before = measure()
+    gens_before = [greedy_continuation(model, p, gen_tokens) for p in gen_prompts] if gen_tokens else []
+
+    yield Progress(1, 4, f"key statistics of layer {layer}")
+    stats = yield from scaled(key_statistics(model, layer, corpus=corpus), 1, 4)
+    started = time.perf_counter()
+    computation = yield from scaled(compute_edit(model, request, layer, stats.second_moment, hp), 2, 4)
+    edit = computation.edit
+    EditStack.of(model).apply(edit)
+    seconds_edit = time.perf_counter() - started
+
+    yield Progress(3, 4, "measuring after the edit")
+    p_after = measure()
+    gens_after = [greedy_continuation(model, p, gen_tokens) for p in gen_prompts] if gen_tokens else []
+    return RomeEditResult(
+        subject=request.subject,
+        template=request.template,
+        target_new=target_text(prompt, request.target_new),
+        target_true=target_text(prompt, request.target_true),
+        layer=layer,
+        layer_source="causal trace" if trace is not None else "user",
+        weight_name=edit.weight_name,
+        u_norm=float(np.linalg.norm(edit.left)),
+        right_norm=float(np.linalg.norm(edit.right)),
+        delta_norm=float(np.linalg.norm(computation.v_star - computation.v0)),
+        v0_norm=float(np.linalg.norm(computation.v0)),
+        k_norm=float(np.linalg.norm(computation.k_star)),
+        probe_prompts=probe_prompts,
+        probe_kinds=[k for k, _ in probes],
+        p_before=p_before,
+        p_after=p_after,
+        losses=computation.losses,
+        target_prob=computation.target_prob,
+        generation_prompts=gen_prompts if gen_tokens else [],
+        generations_before=gens_before,
+        generations_after=gens_after,
+        n_contexts=len(computation.contexts),
+        contexts=computation.contexts,
+        keys_corpus=stats.corpus,
+        n_keys=stats.n_keys,
+        seconds_keys=stats.seconds,
+        seconds_edit=seconds_edit,
+        fingerprint_before=edit.fingerprint_before,
+        fingerprint_after=edit.fingerprint_after,
+        trace_scores=trace.mlp_scores if trace is not None else np.zeros((0, 0), dtype=np.float32),
+        trace_tokens=trace.str_tokens if trace is not None else [],
+        trace_subject=list(trace.subject_range) if trace is not None else [],
+        trace_high=trace.high if trace is not None else 0.0,
+        trace_low=trace.low if trace is not None else 0.0,
+    )
+
+
+def scaled(job, base: float, total: float):
+    """Runs job, passing its progress on as the stretch [base, base + 1] of total; returns its value."""
+    try:
+        while True:
+            try:
+                progress = next(job)
+            except StopIteration as stop:
+                return stop.value
+            yield Progress(base + progress.fraction, total, progress.message)
+    finally:
+        job.close()  # a cancel closes the inner job at once (its cleanup restores weights)

@@ -1,0 +1,213 @@
+"""The uncentred second moment C = E[k kᵀ] of one layer's MLP keys over a text corpus.
+
+Computed once per (unedited model, layer, corpus) and kept in an HDF5 file under the
+cache folder, so later edits at that layer only read it. ROME used Wikipedia (about
+44M keys per layer); about 10 × d_mlp keys keep most of the quality (Gupta et al. 2025).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..paths import assets_dir, cache_dir
+from ..progress import Progress
+from .target import mlp_output
+
+SHIPPED_CORPUS = "corpus/smollm2-samples.txt"
+KEYS_PER_DIMENSION = 10  # keys wanted per MLP dimension
+CHUNK_TOKENS = 256  # tokens per corpus sequence (fewer when the model's context is shorter)
+BATCH_SEQUENCES = 8
+# A corpus the tokenizer mostly cannot read (the lab model's t0..t63 vocabulary meets
+# English) is replaced by text sampled from the model itself.
+MAX_UNKNOWN_SHARE = 0.2
+STATS_FILE = "rome-key-stats.h5"
+
+
+@dataclass
+class KeyStats:
+    layer: int
+    second_moment: np.ndarray  # [d_mlp, d_mlp] float32, uncentred E[k kᵀ]
+    n_keys: int
+    corpus: str  # what the keys came from, in words
+    seconds: float  # time it took to compute (0 when read from the cache)
+    from_cache: bool = False
+
+
+def stats_path() -> Path:
+    return cache_dir() / STATS_FILE
+
+
+def shipped_corpus() -> Path:
+    return assets_dir() / SHIPPED_CORPUS
+
+
+def _corpus_text(corpus: str) -> tuple[str, str]:
+    """(text, label) of a corpus given as '' (the shipped one) or a file path."""
+    path = Path(corpus).expanduser() if corpus else shipped_corpus()
+    if not path.is_file():
+        raise InputError(f"The corpus file {path} does not exist.", "give a UTF-8 text file (param corpus=PATH), or leave corpus empty for the shipped one")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise InputError(f"The corpus file {path} is empty.", "give a text file with at least a few thousand words")
+    return text, ("shipped:" + path.name) if not corpus else str(path)
+
+
+def _unknown_share(model, ids: list[int]) -> float:
+    unk = getattr(model.tokenizer, "unk_token_id", None)
+    return 0.0 if unk is None or not ids else sum(1 for i in ids if i == unk) / len(ids)
+
+
+@torch.no_grad()
+def sample_tokens(model, n_tokens: int, seq_len: int, seed: int = 0) -> list[list[int]]:
+    """Sequences sampled from the model itself (temperature 1) for models that cannot read the corpus."""
+    device = next(model.bridge.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    start = model.bos_token_id if model.bos_token_id is not None else 0
+    n_seq = max(1, -(-n_tokens // seq_len))
+    seqs = torch.full((n_seq, 1), start, dtype=torch.long)
+    while seqs.shape[1] < seq_len:
+        probs = torch.softmax(model.bridge(seqs.to(device))[:, -1].float().cpu(), dim=-1)
+        seqs = torch.cat([seqs, torch.multinomial(probs, 1, generator=generator)], dim=1)
+    return seqs.tolist()
+
+
+def corpus_sequences(model, corpus: str, n_tokens: int) -> tuple[list[list[int]], str]:
+    """Token sequences (at most n_tokens in all) to compute key statistics from, and their label."""
+    seq_len = max(8, min(CHUNK_TOKENS, model.n_ctx))
+    if corpus == "sample":
+        return sample_tokens(model, n_tokens, seq_len), "sampled from the model"
+    text, label = _corpus_text(corpus)
+    ids = list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    if _unknown_share(model, ids) > MAX_UNKNOWN_SHARE:
+        if corpus:
+            raise InputError(f"{model.name}'s tokenizer cannot read most of {corpus}.", "give a corpus in the model's language, or corpus=sample")
+        return sample_tokens(model, n_tokens, seq_len), "sampled from the model (it cannot read the shipped corpus)"
+    bos = [model.bos_token_id] if model.tokenizer_prepends_bos and model.bos_token_id is not None else []
+    body = seq_len - len(bos)
+    seqs = [bos + ids[i : i + body] for i in range(0, len(ids), body)]
+    seqs = [s for s in seqs if len(s) > len(bos) + 1]
+    kept, total = [], 0
+    for seq in seqs:
+        if total >= n_tokens:
+            break
+        kept.append(seq)
+        total += len(seq)
+    return kept, label
+
+
+def _corpus_key(model, corpus: str) -> str:
+    if corpus in ("", "sample"):
+        source = corpus or str(shipped_corpus())
+        digest = hashlib.blake2b(Path(source).read_bytes(), digest_size=8).hexdigest() if corpus == "" and shipped_corpus().is_file() else corpus
+        return f"{corpus or 'shipped'}-{digest}"
+    data = Path(corpus).expanduser().read_bytes() if Path(corpus).expanduser().is_file() else corpus.encode()
+    return "file-" + hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _group_name(base_fingerprint: str, layer: int, corpus_key: str, n_tokens: int) -> str:
+    return f"{base_fingerprint}/layer{layer}/{corpus_key}-n{n_tokens}"
+
+
+def read_cached(base_fingerprint: str, layer: int, corpus_key: str, n_tokens: int, path: Path | None = None) -> KeyStats | None:
+    path = path or stats_path()
+    if not path.is_file():
+        return None
+    name = _group_name(base_fingerprint, layer, corpus_key, n_tokens)
+    try:
+        with h5py.File(path, "r") as f:
+            if name not in f:
+                return None
+            group = f[name]
+            return KeyStats(layer, group["second_moment"][()], int(group.attrs["n_keys"]), str(group.attrs["corpus"]), 0.0, from_cache=True)
+    except OSError:
+        return None
+
+
+def _write_cache(stats: KeyStats, base_fingerprint: str, corpus_key: str, n_tokens: int, path: Path | None = None) -> None:
+    path = path or stats_path()
+    name = _group_name(base_fingerprint, stats.layer, corpus_key, n_tokens)
+    with h5py.File(path, "a") as f:
+        if name in f:
+            del f[name]
+        group = f.create_group(name)
+        group.create_dataset("second_moment", data=stats.second_moment, compression="gzip")
+        group.attrs["n_keys"] = stats.n_keys
+        group.attrs["corpus"] = stats.corpus
+        group.attrs["seconds"] = stats.seconds
+
+
+@contextmanager
+def _unedited(model):
+    """The model with every applied edit taken off, put back afterwards (bit-exact copies),
+    so the statistics belong to the unedited weights whatever the edit history."""
+    from .edits import EditStack
+
+    stack = EditStack.existing(model)
+    applied = list(stack.applied) if stack is not None else []
+    for edit in reversed(applied):
+        edit.restore_before()
+    try:
+        yield
+    finally:
+        for edit in applied:
+            edit.restore_after()
+
+
+def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = None, path: Path | None = None):
+    """Generator: yields Progress and returns KeyStats of layer's MLP keys (cached on disk).
+
+    corpus: '' for the shipped corpus, 'sample' for text sampled from the model, or a file path.
+    """
+    from .edits import base_fingerprint
+
+    target = mlp_output(model, layer)
+    d_mlp = int(model.cfg.d_mlp)
+    n_tokens = int(n_tokens or KEYS_PER_DIMENSION * d_mlp)
+    corpus_key = _corpus_key(model, corpus)
+    base = base_fingerprint(model)
+    cached = read_cached(base, layer, corpus_key, n_tokens, path)
+    if cached is not None:
+        return cached
+    started = time.perf_counter()
+    device = next(model.bridge.parameters()).device
+    yield Progress(0, 1, "reading the corpus")
+    seqs, label = corpus_sequences(model, corpus, n_tokens)
+    total_tokens = sum(len(s) for s in seqs)
+    if total_tokens < d_mlp:
+        raise InputError(f"The corpus gives {total_tokens} tokens; the key statistics need at least {d_mlp} (d_mlp), better {KEYS_PER_DIMENSION * d_mlp}.", "give a longer corpus file")
+    moment = torch.zeros(d_mlp, d_mlp, dtype=torch.float64)
+    count, done = 0, 0
+    keys: dict[str, torch.Tensor] = {}
+
+    def grab(tensor, hook):
+        keys["k"] = tensor.detach()
+
+    with _unedited(model):
+        for start in range(0, len(seqs), BATCH_SEQUENCES):
+            batch = seqs[start : start + BATCH_SEQUENCES]
+            width = max(len(s) for s in batch)
+            ids = torch.tensor([s + [0] * (width - len(s)) for s in batch], device=device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], dtype=torch.bool)
+            with torch.inference_mode():
+                # The model stops after the edited layer: later blocks cannot change its keys.
+                try:
+                    model.bridge.run_with_hooks(ids, fwd_hooks=[(target.key_hook, grab)], stop_at_layer=layer + 1, return_type=None)
+                except Exception:
+                    model.bridge.run_with_hooks(ids, fwd_hooks=[(target.key_hook, grab)], return_type=None)
+                flat = keys["k"].float().cpu()[mask].double()
+            moment += flat.T @ flat
+            count += flat.shape[0]
+            done += sum(len(s) for s in batch)
+            yield Progress(done, total_tokens, f"key statistics of layer {layer}: {done} of {total_tokens} tokens")
+    stats = KeyStats(layer, (moment / count).float().numpy(), count, label, time.perf_counter() - started)
+    _write_cache(stats, base, corpus_key, n_tokens, path)
+    return stats

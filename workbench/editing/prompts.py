@@ -1,0 +1,143 @@
+"""Requests and their tokens: where the subject's last token is, the target's token ids,
+and teacher-forced batches of right-padded prompts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..errors import InputError
+
+
+@dataclass
+class EditRequest:
+    template: str  # the prompt with {} where the subject goes
+    subject: str
+    target_new: str
+    target_true: str = ""
+
+    @property
+    def prompt(self) -> str:
+        return self.template.replace("{}", self.subject, 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EditRequest":
+        return cls(**{k: data.get(k, "") for k in ("template", "subject", "target_new", "target_true")})
+
+
+def make_request(subject: str, target_new: str, template: str = "", prompt: str = "", target_true: str = "") -> EditRequest:
+    """A checked request; without a template, the subject is found in the prompt and replaced by {}."""
+    subject = (subject or "").strip()
+    if not subject:
+        raise InputError("The subject is empty.", "name the subject whose fact you edit, e.g. subject=Eiffel Tower")
+    if not template:
+        if not prompt:
+            raise InputError("There is no prompt to edit.", "give a template with {} for the subject, or type a prompt that contains the subject")
+        if subject not in prompt:
+            raise InputError(f"The subject {subject!r} is not in the prompt {prompt!r}.", "type the subject exactly as it appears in the prompt")
+        template = prompt.replace(subject, "{}", 1)
+    elif "{}" not in template:
+        raise InputError(f"The template {template!r} has no {{}} for the subject.", "write the prompt with {} where the subject goes, e.g. '{} is located in the city of'")
+    if not (target_new or "").strip():
+        raise InputError("The new target is empty.", "give the new object, e.g. target_new=Rome")
+    return EditRequest(template=template, subject=subject, target_new=target_new, target_true=target_true or "")
+
+
+def encode(model, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids as model.tokenize gives them, with each token's character span in text."""
+    ids = model.tokenize(text)
+    encoded = model.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    raw_ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+    # model.tokenize adds or drops one BOS against the tokenizer's own output; mirror that.
+    if len(ids) == len(raw_ids) + 1:
+        offsets = [(0, 0)] + offsets
+    elif len(ids) == len(raw_ids) - 1:
+        offsets = offsets[1:]
+    if len(offsets) != len(ids):
+        raise InputError(f"{model.name}'s tokenizer gives no character offsets for {text!r}.", "ROME needs a fast (Rust) tokenizer")
+    return ids, offsets
+
+
+def last_subject_token(model, text: str, subject_end: int) -> tuple[list[int], int]:
+    """(ids of text, index of the token holding character subject_end - 1)."""
+    ids, offsets = encode(model, text)
+    for index, (start, end) in enumerate(offsets):
+        if start < subject_end <= end or (start <= subject_end - 1 < end):
+            return ids, index
+    raise InputError(f"Could not find the subject's last token in {text!r}.", "check that the subject is spelled as in the prompt")
+
+
+def subject_span(model, text: str, subject_start: int, subject_end: int) -> tuple[list[int], int, int]:
+    """(ids, first subject token, one past the last subject token) of text."""
+    ids, offsets = encode(model, text)
+    inside = [i for i, (s, e) in enumerate(offsets) if e > subject_start and s < subject_end and e > s]
+    if not inside:
+        raise InputError(f"Could not find the subject in the tokens of {text!r}.", "check the subject's spelling")
+    return ids, inside[0], inside[-1] + 1
+
+
+def target_text(prompt: str, target: str) -> str:
+    """CounterFact targets come without their leading space; the token after a prompt has one."""
+    if target and not target[0].isspace() and prompt and not prompt[-1].isspace():
+        return " " + target
+    return target
+
+
+def target_ids(model, prompt: str, target: str) -> list[int]:
+    ids = list(model.tokenizer(target_text(prompt, target), add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise InputError(f"The target {target!r} has no tokens.", "give a non-empty target")
+    return ids
+
+
+def padded_batch(sequences: list[list[int]], pad: int = 0) -> torch.Tensor:
+    """Right-padded ids: with causal attention the padding never changes earlier positions."""
+    width = max(len(s) for s in sequences)
+    return torch.tensor([list(s) + [pad] * (width - len(s)) for s in sequences], dtype=torch.long)
+
+
+def teacher_forced(prompt_ids: list[list[int]], targets: list[list[int]]) -> tuple[torch.Tensor, list[list[int]]]:
+    """Inputs prompt + target[:-1] and, per row, the positions whose logits predict each target token."""
+    rows, positions = [], []
+    for ids, target in zip(prompt_ids, targets):
+        rows.append(list(ids) + list(target[:-1]))
+        positions.append([len(ids) - 1 + j for j in range(len(target))])
+    return padded_batch(rows), positions
+
+
+@torch.no_grad()
+def target_probabilities(model, prompts: list[str], targets: list[str], batch: int = 16) -> list[float]:
+    """P(target | prompt) of each pair: the product of its teacher-forced token probabilities."""
+    out: list[float] = []
+    device = next(model.bridge.parameters()).device
+    for start in range(0, len(prompts), batch):
+        chunk = list(zip(prompts[start : start + batch], targets[start : start + batch]))
+        ids = [model.tokenize(p) for p, _ in chunk]
+        tids = [target_ids(model, p, t) for p, t in chunk]
+        inputs, positions = teacher_forced(ids, tids)
+        log_probs = torch.log_softmax(model.bridge(inputs.to(device)).float(), dim=-1)
+        for row, (pos, target) in enumerate(zip(positions, tids)):
+            out.append(float(torch.exp(sum(log_probs[row, p, t] for p, t in zip(pos, target)))))
+    return out
+
+
+@torch.no_grad()
+def greedy_continuation(model, prompt: str, n_tokens: int) -> str:
+    """The model's greedy continuation of prompt (no KV cache: short texts, small models)."""
+    device = next(model.bridge.parameters()).device
+    ids = model.tokenize(prompt)
+    new: list[int] = []
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    for _ in range(n_tokens):
+        if len(ids) + len(new) >= model.n_ctx:
+            break
+        logits = model.bridge(torch.tensor([ids + new], device=device))
+        token = int(logits[0, -1].argmax())
+        if token == eos:
+            break
+        new.append(token)
+    return model.tokenizer.decode(new)

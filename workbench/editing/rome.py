@@ -1,0 +1,283 @@
+"""Rank-One Model Editing (Meng et al. 2022) with the r-ROME fix (Gupta et al. 2024).
+
+k*: the MLP key at the subject's last token, averaged over the bare prompt and prompts
+behind short prefixes sampled from the model. v*: the MLP output there that makes the
+model say the new target, found by gradient steps on an added δ (target NLL, a KL term
+that keeps "{subject} is a" as it was, a norm penalty and a norm clamp). The update
+ΔW = (v* - W k*) uᵀ / (u · k*), u = C⁻¹k*, then writes v* for k* exactly, and changes
+W k only in proportion to kᵀC⁻¹k* for other keys. r-ROME: k* on both sides (the
+reference code put the bare-prompt key in the denominator, which can blow up).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..progress import Progress
+from .edits import RomeEdit
+from .prompts import EditRequest, padded_batch, target_ids
+from .target import MlpOutput, mlp_output
+
+# MEMIT's prefix seeds for models whose tokenizer adds no BOS to start from.
+PREFIX_STARTS = ("The", "Therefore", "Because", "I", "You")
+KL_TEMPLATE = "{} is a"
+
+
+@dataclass
+class RomeHparams:
+    """The reference code's defaults (rome/hparams/ROME/gpt2-xl.json), but for the prefix counts."""
+
+    v_lr: float = 0.5
+    v_steps: int = 20
+    v_weight_decay: float = 0.5
+    kl_factor: float = 0.0625
+    clamp_norm_factor: float = 4.0
+    early_stop_loss: float = 0.05
+    # ROME samples 10 + 10 prefixes; 5 + 5 halves the cost of every v* step on a CPU (see the plugin's help).
+    short_prefixes: int = 5  # sampled prefixes of 5 tokens
+    long_prefixes: int = 5  # sampled prefixes of 10 tokens
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RomeComputation:
+    """Everything the edit was made of, for the result view."""
+
+    edit: RomeEdit
+    contexts: list[str]
+    k_star: np.ndarray
+    v_star: np.ndarray
+    v0: np.ndarray
+    losses: np.ndarray  # [step, 4]: total, target NLL, KL, norm penalty
+    target_prob: np.ndarray  # [step]: mean P(target) over the prefixed prompts
+    seconds_k: float = 0.0
+    seconds_v: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _device(model) -> torch.device:
+    return next(model.bridge.parameters()).device
+
+
+@torch.no_grad()
+def sample_prefixes(model, count: int, length: int, seed: int) -> list[str]:
+    """count texts of `length` tokens sampled from the model (top-5, as ROME's generate_fast)."""
+    if count <= 0:
+        return []
+    generator = torch.Generator().manual_seed(seed * 1000 + length)
+    tok = model.tokenizer
+    starts: list[list[int]] = []
+    if model.tokenizer_prepends_bos and model.bos_token_id is not None:
+        starts = [[model.bos_token_id]]
+    else:
+        for word in PREFIX_STARTS:
+            ids = list(tok(word, add_special_tokens=False)["input_ids"])
+            if len(ids) == 1:
+                starts.append(ids)
+        if not starts:
+            starts = [[model.bos_token_id if model.bos_token_id is not None else 0]]
+    seqs = torch.tensor([starts[i % len(starts)] for i in range(count)], dtype=torch.long)
+    skip = 1 if model.tokenizer_prepends_bos else 0
+    special = set(getattr(tok, "all_special_ids", []) or [])
+    while seqs.shape[1] < length + 1:
+        logits = model.bridge(seqs.to(_device(model)))[:, -1].float().cpu()
+        for s in special:
+            if 0 <= s < logits.shape[-1]:
+                logits[:, s] = -torch.inf
+        top = torch.topk(logits, 5, dim=-1)
+        choice = torch.multinomial(torch.softmax(top.values, dim=-1), 1, generator=generator)
+        seqs = torch.cat([seqs, top.indices.gather(1, choice)], dim=1)
+    texts = [tok.decode(row[skip:].tolist()) for row in seqs]
+    return [t.replace("{", "").replace("}", "").strip() for t in texts]
+
+
+def _separator(model) -> str:
+    unk = getattr(model.tokenizer, "unk_token_id", None)
+    dot = list(model.tokenizer(".", add_special_tokens=False)["input_ids"])
+    return " " if not dot or (unk is not None and unk in dot) else ". "
+
+
+# Sampled once per (unedited model, counts, seed) and reused, as ROME's CONTEXT_TEMPLATES_CACHE:
+# sampling costs a dozen forward passes, and every edit of a session then sees the same contexts.
+_TEMPLATES: dict[tuple, list[str]] = {}
+
+
+def context_templates(model, hp: RomeHparams) -> list[str]:
+    """'{}' plus 'prefix. {}' for the sampled prefixes: ROME's contexts for k* and v*."""
+    from .edits import base_fingerprint
+
+    key = (base_fingerprint(model), hp.short_prefixes, hp.long_prefixes, hp.seed)
+    if key not in _TEMPLATES:
+        sep = _separator(model)
+        prefixes = sample_prefixes(model, hp.short_prefixes, 5, hp.seed) + sample_prefixes(model, hp.long_prefixes, 10, hp.seed)
+        _TEMPLATES[key] = ["{}"] + [p + sep + "{}" for p in prefixes if p]
+    return list(_TEMPLATES[key])
+
+
+def _subject_positions(model, texts: list[str], subject_ends: list[int]) -> tuple[list[list[int]], list[int]]:
+    from .prompts import last_subject_token
+
+    ids, positions = [], []
+    for text, end in zip(texts, subject_ends):
+        row, index = last_subject_token(model, text, end)
+        ids.append(row)
+        positions.append(index)
+    return ids, positions
+
+
+def _contexts(request: EditRequest, templates: list[str]) -> tuple[list[str], list[int]]:
+    prompt = request.prompt
+    subject_end_in_prompt = request.template.index("{}") + len(request.subject)
+    texts, ends = [], []
+    for templ in templates:
+        texts.append(templ.replace("{}", prompt))
+        ends.append(templ.index("{}") + subject_end_in_prompt)
+    return texts, ends
+
+
+def compute_k(model, target: MlpOutput, ids: list[list[int]], positions: list[int]) -> torch.Tensor:
+    """k*: the mean key at the subject's last token over the contexts."""
+    grabbed: dict[str, torch.Tensor] = {}
+
+    def grab(tensor, hook):
+        grabbed["k"] = tensor.detach()
+
+    with torch.inference_mode():
+        model.bridge.run_with_hooks(padded_batch(ids).to(_device(model)), fwd_hooks=[(target.key_hook, grab)], return_type=None)
+    keys = grabbed["k"].float()[torch.arange(len(ids)), torch.tensor(positions)]
+    return keys.mean(dim=0).cpu()
+
+
+def _frozen(model):
+    class Frozen:
+        def __enter__(self):
+            self.flags = [(p, p.requires_grad) for p in model.bridge.parameters()]
+            for p, _ in self.flags:
+                p.requires_grad_(False)
+
+        def __exit__(self, *exc):
+            for p, flag in self.flags:
+                p.requires_grad_(flag)
+
+    return Frozen()
+
+
+def compute_v(model, target: MlpOutput, request: EditRequest, ctx_ids, ctx_positions, v0: torch.Tensor, hp: RomeHparams, prompt_texts: list[str]):
+    """Generator: yields Progress per step, returns (v*, losses [step, 4], P(target) per step)."""
+    device = _device(model)
+    new_ids = [target_ids(model, text, request.target_new) for text in prompt_texts]
+    kl_text = KL_TEMPLATE.replace("{}", request.subject)
+    kl_ids, kl_pos = _subject_positions(model, [kl_text], [len(request.subject)])
+    rows = [list(ids) + list(t[:-1]) for ids, t in zip(ctx_ids, new_ids)] + kl_ids
+    edit_pos = list(ctx_positions) + kl_pos
+    inputs = padded_batch(rows).to(device)
+    n_ctx = len(ctx_ids)
+    row_index = torch.arange(len(rows), device=device)
+    pos_index = torch.tensor(edit_pos, device=device)
+    # Gather indices of every target token's predicting position, padded with a masked slot.
+    width = max(len(t) for t in new_ids)
+    pred_pos = torch.zeros(n_ctx, width, dtype=torch.long)
+    pred_tok = torch.zeros(n_ctx, width, dtype=torch.long)
+    mask = torch.zeros(n_ctx, width)
+    for r, (ids, t) in enumerate(zip(ctx_ids, new_ids)):
+        for j, token in enumerate(t):
+            pred_pos[r, j], pred_tok[r, j], mask[r, j] = len(ids) - 1 + j, token, 1.0
+    pred_pos, pred_tok, mask = pred_pos.to(device), pred_tok.to(device), mask.to(device)
+
+    delta = torch.zeros_like(v0, device=device, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
+    v0_norm = v0.norm().to(device)
+    max_norm = hp.clamp_norm_factor * v0_norm
+
+    def add_delta(out, hook):
+        bumped = out.clone()
+        bumped[row_index, pos_index] = bumped[row_index, pos_index] + delta.to(out.dtype)
+        return bumped
+
+    kl_init = None
+    losses, probs = [], []
+    with _frozen(model), torch.enable_grad():
+        for step in range(hp.v_steps):
+            optimizer.zero_grad()
+            logits = model.bridge.run_with_hooks(inputs, fwd_hooks=[(target.value_hook, add_delta)]).float()
+            log_probs = torch.log_softmax(logits[:n_ctx], dim=-1)
+            picked = log_probs[torch.arange(n_ctx, device=device)[:, None], pred_pos, pred_tok] * mask
+            nll_each = -picked.sum(1) / mask.sum(1)
+            nll = nll_each.mean()
+            kl_logp = torch.log_softmax(logits[n_ctx:][torch.arange(len(kl_pos), device=device), torch.tensor(kl_pos, device=device)], dim=-1)
+            if kl_init is None:
+                kl_init = kl_logp.detach().clone()
+            kl = hp.kl_factor * torch.nn.functional.kl_div(kl_logp, kl_init, log_target=True, reduction="batchmean")
+            decay = hp.v_weight_decay * (delta.norm() / v0_norm**2)
+            loss = nll + kl + decay
+            losses.append([float(loss.detach()), float(nll.detach()), float(kl.detach()), float(decay.detach())])
+            probs.append(float(torch.exp(-nll_each.detach()).mean()))
+            yield Progress(step + 1, hp.v_steps, f"optimising v*: step {step + 1}, loss {losses[-1][0]:.3f}")
+            if losses[-1][0] < hp.early_stop_loss or step == hp.v_steps - 1:
+                break
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                if delta.norm() > max_norm:
+                    delta.mul_(max_norm / delta.norm())
+    v_star = (v0.to(device) + delta.detach()).cpu()
+    return v_star, np.asarray(losses, dtype=np.float32), np.asarray(probs, dtype=np.float32)
+
+
+def rank_one_update(second_moment: np.ndarray, k_star: torch.Tensor, v_star: torch.Tensor, w_k_star: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(u, right) with ΔW = right ⊗ u: u = C⁻¹k*/‖C⁻¹k*‖, right = (v* - W k*)/(u · k*)."""
+    c = torch.from_numpy(np.asarray(second_moment)).double()
+    k = k_star.double()
+    try:
+        solved = torch.linalg.solve(c, k)
+    except RuntimeError:
+        raise InputError("The key statistics matrix C is singular.", "use a longer corpus (about 10 × d_mlp tokens)") from None
+    if not torch.isfinite(solved).all():
+        raise InputError("The key statistics matrix C is singular.", "use a longer corpus (about 10 × d_mlp tokens)")
+    u = solved / solved.norm()
+    right = (v_star.double() - w_k_star.double()) / torch.dot(u, k)
+    return u.float().numpy(), right.float().numpy()
+
+
+def compute_edit(model, request: EditRequest, layer: int, second_moment: np.ndarray, hp: RomeHparams | None = None):
+    """Generator: yields Progress, returns a RomeComputation whose edit is not yet applied."""
+    hp = hp or RomeHparams()
+    target = mlp_output(model, layer)
+    started = time.perf_counter()
+    yield Progress(0, hp.v_steps + 2, "sampling context prefixes")
+    templates = context_templates(model, hp)
+    texts, ends = _contexts(request, templates)
+    ids, positions = _subject_positions(model, texts, ends)
+    yield Progress(1, hp.v_steps + 2, "computing k*")
+    k_star = compute_k(model, target, ids, positions)
+    v0 = target.output(k_star).cpu()
+    seconds_k = time.perf_counter() - started
+    job = compute_v(model, target, request, ids, positions, v0, hp, texts)
+    while True:
+        try:
+            p = next(job)
+        except StopIteration as stop:
+            v_star, losses, probs = stop.value
+            break
+        yield Progress(1 + p.done, hp.v_steps + 2, p.message)
+    u, right = rank_one_update(second_moment, k_star, v_star, v0)
+    edit = RomeEdit(layer=layer, left=u, right=right, request=request.to_dict(), hparams=hp.to_dict(), weight_name=target.name)
+    return RomeComputation(
+        edit=edit,
+        contexts=texts,
+        k_star=k_star.numpy(),
+        v_star=v_star.numpy(),
+        v0=v0.numpy(),
+        losses=losses,
+        target_prob=probs,
+        seconds_k=seconds_k,
+        seconds_v=time.perf_counter() - started - seconds_k,
+    )
