@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cache.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/bench_attention_panel.py
 	$(BIN)/python benchmarks/bench_qk_ov.py
+	$(BIN)/python benchmarks/bench_causal_trace.py
+	$(BIN)/python benchmarks/bench_patching.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -47,6 +47,7 @@ def main() -> int:
           f"{args.samples} samples, noise {noise.level:.4f}")
 
     fast, fast_seconds = timed(trace_with_noise(model, request, noise, kinds))
+    print(f"fast path: {fast_seconds:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in fast.seconds.items())}); now the reference", flush=True)
     reference_seconds, worst = {}, 0.0
     for kind in kinds:
         started = time.perf_counter()

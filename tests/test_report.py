@@ -35,6 +35,17 @@ SMALL = {
     "qk-ov": {"params": {"top_k": 8, "self_top_tokens": 16}},
     "patching": {"params": {"corrupted": "t1 t2 t3 t5 t1 t2 t3"}},
     "causal-trace": {"params": {"subject": "t2 t3", "samples": 4}},
+    # The lab model knows no facts; ROME rewrites what its induction circuit copies. Its MLP
+    # outputs are small, so the clamp and the norm penalty are looser than the defaults.
+    "rome": {
+        "prompts": ["t1 t2 t3 t4 t1 t2 t3"],
+        "params": {"subject": "t3", "target_new": "t9", "target_true": "t4", "layer": 0, "v_steps": 10, "v_weight_decay": 0.01,
+                   "clamp_norm_factor": 40.0, "short_prefixes": 2, "long_prefixes": 2, "gen_tokens": 4},
+    },
+    "rome-eval": {
+        "params": {"layer": 0, "v_steps": 10, "v_weight_decay": 0.01, "clamp_norm_factor": 40.0, "short_prefixes": 2, "long_prefixes": 2},
+        "files": {"dataset": "data/counterfact_lab.json"},
+    },
 }
 
 
@@ -59,7 +70,8 @@ def analysis_toml(plugin_id: str, entry: dict, base: Path) -> str:
 
 def missing_required(plugin) -> list[str]:
     """Parameters whose default the parameter rejects (required ones) and SMALL does not give."""
-    given = SMALL.get(plugin.id, {}).get("params", {})
+    entry = SMALL.get(plugin.id, {})
+    given = {**entry.get("params", {}), **entry.get("files", {})}
     missing = []
     for param in plugin.analysis.params:
         if param.name in given:

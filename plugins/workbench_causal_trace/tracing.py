@@ -7,14 +7,17 @@ per cell):
    compute before the restored layer: both are computed once (a clean pass and a
    corrupted pass of S rows) and reused.
 2. A restored run starts at the first restored layer from the corrupted run's
-   residual stream (`start_at_layer`); the blocks before it are not run at all.
+   residual stream (`start_at_layer`); the blocks before it are not run at all. A
+   restored block output is the next block's input, so those runs start one later.
 3. Under causal attention a restored state at token t changes nothing before t.
    Restored runs compute only positions t..end, with the corrupted run's keys and
-   values for positions < t passed in as a KV cache.
+   values for positions < t passed in as a KV cache, and project onto the vocabulary
+   only the positions that score the target.
 
-Cells of one token row are batched, a few start layers per pass, with each cell's
-S noised rows side by side; a hook per restored layer writes the clean state into
-the rows of the cells that restore that layer.
+Cells of one token row are batched, a few start layers per pass (few, because a
+cell batched with an earlier-starting one computes the blocks in between), with each
+cell's S noised rows side by side; a hook per restored layer writes the clean state
+into the rows of the cells that restore that layer.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from .noise import SubjectNoise, subject_noise
 from .request import TraceRequest
 from .scoring import KINDS, RESTORED_HOOK, restored_layers, target_probability
 
-# Upper bounds for one restored pass: rows (cells × samples) and bytes of logits.
-MAX_ROWS_PER_PASS = 96
+# Row-positions aimed at in one restored pass, and a bound on its logits' bytes.
+TOKENS_PER_PASS = 800
 MAX_LOGIT_BYTES = 384 << 20
 
 
@@ -53,7 +56,7 @@ class _Baselines:
     """What every restored pass reuses: the clean states and the corrupted run."""
 
     clean: dict[str, torch.Tensor]  # hook name -> [positions, d_model] of the clean run
-    corrupted_resid_pre: list[torch.Tensor]  # per layer: [S, positions, d_model]
+    corrupted_resid_pre: list[torch.Tensor]  # per layer, then the final output: [S, positions, d_model]
     corrupted_kv: object  # the corrupted run's HF KV cache (S rows)
     high: float
     low: float
@@ -81,10 +84,12 @@ def _baselines(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, k
     resid_pre: dict[str, torch.Tensor] = {}
     hooks = [("hook_embed", noise.hook())]
     hooks += [(f"blocks.{layer}.hook_resid_pre", _capture(resid_pre, f"blocks.{layer}.hook_resid_pre")) for layer in range(n_layers)]
+    hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", _capture(resid_pre, "final")))
     with bridge.hooks(fwd_hooks=hooks):
         logits, kv = bridge(ids.repeat(samples, 1), return_type="logits_and_cache")
     low = float(target_probability(logits, request.target_ids, request.n_tokens - 1).mean())
-    return _Baselines(clean, [resid_pre[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)], kv, high, low)
+    entering = [resid_pre[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)] + [resid_pre["final"]]
+    return _Baselines(clean, entering, kv, high, low)
 
 
 @contextmanager
@@ -135,37 +140,72 @@ def _restore_rows(state: torch.Tensor, rows: torch.Tensor):
     return restore
 
 
-def _cells_per_pass(model: LoadedModel, samples: int, positions: int) -> int:
+def _keep_positions_from(first: int):
+    """Hook on the unembedding's input dropping positions whose logits are not scored:
+    the vocabulary projection of every position would otherwise cost as much as several blocks."""
+
+    def keep(residual: torch.Tensor, hook=None) -> torch.Tensor:
+        return residual[:, first:]
+
+    return keep
+
+
+def _cells_per_pass(model: LoadedModel, samples: int, positions: int, scored_positions: int) -> int:
+    """Cells batched in one pass. More cells per pass cost blocks run for nothing (a pass
+    starts at its earliest cell's layer) but save per-pass overhead and make matrix
+    products efficient; a target of row-positions per pass balances the two."""
     vocab = int(model.cfg.d_vocab)
-    by_rows = MAX_ROWS_PER_PASS // samples
-    by_memory = MAX_LOGIT_BYTES // max(1, samples * positions * vocab * 4)
-    return max(1, min(by_rows, by_memory, model.n_layers))
+    by_tokens = max(1, TOKENS_PER_PASS // max(1, samples * positions))
+    by_memory = MAX_LOGIT_BYTES // max(1, samples * scored_positions * vocab * 4)
+    return max(1, min(by_tokens, by_memory, model.n_layers))
+
+
+def _entry_layer(kind: str, layer: int, restored: range) -> int:
+    """The block a cell's restored run starts at. A restored residual stream (a block's
+    output) is simply the input of the next block; MLP and attention outputs are restored
+    inside their block, so the run starts at the first block of the window."""
+    return layer + 1 if kind == "resid" else restored.start
 
 
 def _trace_row(model: LoadedModel, request: TraceRequest, base: _Baselines, kind: str, position: int, window: int, samples: int) -> np.ndarray:
     """P(target) for the cells (position, every layer) of one kind."""
     bridge = model.bridge
     n_layers = model.n_layers
-    cells = [(layer, restored_layers(kind, layer, n_layers, window)) for layer in range(n_layers)]
-    cells.sort(key=lambda cell: cell[1].start)
-    per_pass = _cells_per_pass(model, samples, len(request.sequence) - position)
+    cells = []
+    for layer in range(n_layers):
+        restored = restored_layers(kind, layer, n_layers, window)
+        cells.append((_entry_layer(kind, layer, restored), layer, restored))
+    cells.sort()
+    per_pass = _cells_per_pass(model, samples, len(request.sequence) - position, len(request.target_ids))
+    first_scored = request.n_tokens - 1 - position
     row_scores = np.zeros(n_layers, dtype=np.float32)
     for first in range(0, len(cells), per_pass):
         chunk = cells[first : first + per_pass]
-        start = chunk[0][1].start
+        start = chunk[0][0]
         residual = base.corrupted_resid_pre[start][:, position:].repeat(len(chunk), 1, 1)
+        restore_at: dict[int, list[int]] = {}
+        for index, (entry, _, restored) in enumerate(chunk):
+            rows = slice(index * samples, (index + 1) * samples)
+            if kind == "resid" and entry == start:
+                residual[rows, 0] = base.clean[RESTORED_HOOK[kind].format(entry - 1)][position]
+            else:
+                for layer in restored:
+                    restore_at.setdefault(layer, []).append(index)
         hooks = []
-        for layer in sorted({j for _, layers in chunk for j in layers}):
-            cell_indices = [i for i, (_, layers) in enumerate(chunk) if layer in layers]
-            rows = torch.tensor([i * samples + s for i in cell_indices for s in range(samples)], device=residual.device)
+        for layer, indices in sorted(restore_at.items()):
+            rows = torch.tensor([i * samples + s for i in indices for s in range(samples)], device=residual.device)
             name = RESTORED_HOOK[kind].format(layer)
             hooks.append((name, _restore_rows(base.clean[name][position], rows)))
-        cache = _prefix_cache(base.corrupted_kv, position, len(chunk))
-        with _skipping_blocks_before(bridge, start), bridge.hooks(fwd_hooks=hooks):
-            logits = bridge(residual, start_at_layer=start, past_key_values=cache, return_type="logits")
-        probability = target_probability(logits, request.target_ids, request.n_tokens - 1 - position)
+        if start == n_layers:  # only final states restored: no block left to run
+            logits = bridge.unembed(bridge.ln_final(residual[:, first_scored:]))
+        else:
+            hooks.append(("unembed.hook_in", _keep_positions_from(first_scored)))
+            cache = _prefix_cache(base.corrupted_kv, position, len(chunk))
+            with _skipping_blocks_before(bridge, start), bridge.hooks(fwd_hooks=hooks):
+                logits = bridge(residual, start_at_layer=start, past_key_values=cache, return_type="logits")
+        probability = target_probability(logits, request.target_ids, 0)
         per_cell = probability.view(len(chunk), samples).mean(-1)
-        for (layer, _), value in zip(chunk, per_cell.tolist()):
+        for (_, layer, _), value in zip(chunk, per_cell.tolist()):
             row_scores[layer] = value
     return row_scores
 
@@ -204,7 +244,11 @@ def trace_with_noise(model: LoadedModel, request: TraceRequest, noise: SubjectNo
             started = time.perf_counter()
             table = np.zeros((request.n_tokens, model.n_layers), dtype=np.float32)
             for position in range(request.n_tokens):
-                table[position] = _trace_row(model, request, base, kind, position, window, samples)
+                if position < request.subject_range[0]:
+                    # The noise starts at the subject: earlier states are the same in both runs.
+                    table[position] = base.low
+                else:
+                    table[position] = _trace_row(model, request, base, kind, position, window, samples)
                 yield Progress(k * request.n_tokens + position + 1, total, f"{kind}: token {position + 1} of {request.n_tokens}")
             scores[kind] = table
             # The clean and corrupted passes serve every kind; each kind is charged its share.

@@ -89,10 +89,7 @@ class RomePanel(AnalysisPanel):
 
     def _weights_changed(self) -> None:
         self.refresh_history()
-        # The next-token predictions in the main window belong to the old weights.
-        refresh = getattr(self.host, "_request_inspection", None)
-        if callable(refresh):
-            refresh()
+        self.host.model_weights_changed()
 
     def undo(self):
         stack = self.stack()

@@ -338,6 +338,9 @@ class MainWindow(WorkspaceActions, QMainWindow):
     def set_prompt(self, text: str) -> None:
         self.prompt_editor.set_prompts([line for line in text.split("\n")])
 
+    def model_weights_changed(self) -> None:
+        self._request_inspection()
+
     def _request_inspection(self) -> None:
         prompt, index = self.prompt_editor.current_prompt()
         count = len(self.prompt_editor.prompts())

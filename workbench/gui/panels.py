@@ -100,6 +100,10 @@ class PanelHost(Protocol):
     def notify_error(self, title: str, exc: BaseException) -> None:
         """Show an error as a notification. A PluginRunError also disables its plugin."""
 
+    def model_weights_changed(self) -> None:
+        """Tell the window that a panel changed the model's weights (an edit, its undo):
+        views computed from the old weights, such as the next-token predictions, are redone."""
+
 
 class AnalysisPanel(QWidget):
     """A plugin's panel: parameter form, Run, result view, exports. Subclass to customise the view.
