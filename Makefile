@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_qk_ov.py
 	$(BIN)/python benchmarks/bench_causal_trace.py
 	$(BIN)/python benchmarks/bench_patching.py
+	$(BIN)/python benchmarks/bench_rome.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
