@@ -138,5 +138,7 @@ def test_smollm2_trace_recovers_clean_and_corrupted(smollm2):
         for position, layer in [(end - 1, 3), (end - 1, 12), (request.n_tokens - 1, 20), (1, 0)]:
             _, expected = traced_run(smollm2, request, noise, [(f"blocks.{layer}.hook_resid_post", position)])
             assert traced.scores["resid"][position, layer] == pytest.approx(expected, abs=1e-4)
-    # The last subject token carries the fact in early-to-middle layers, as in the paper.
-    assert traced.scores["resid"][end - 1, :10].max() > traced.low_score + 0.2
+    # As in the paper: the subject's tokens carry the fact in early layers, the last token in late ones.
+    # (For SmolLM2 it is " iffel", the second subject token, more than the last one.)
+    assert traced.scores["resid"][start:end, :10].max() > traced.low_score + 0.2
+    assert traced.scores["resid"][-1, 24:].min() > traced.low_score + 0.2

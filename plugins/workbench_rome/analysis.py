@@ -77,19 +77,12 @@ def run(
     neighbours: str = "",
     gen_tokens: int = 20,
     corpus: str = "",
-    v_lr: float = 0.5,
-    v_steps: int = 20,
-    v_weight_decay: float = 0.5,
-    kl_factor: float = 0.0625,
-    clamp_norm_factor: float = 4.0,
-    short_prefixes: int = 5,
-    long_prefixes: int = 5,
-    seed: int = 0,
+    **hparams,  # the v* search and prefix parameters, as RomeHparams names them
 ):
     model = ctx.model
     request = make_request(subject, target_new, template=template, prompt=ctx.prompts[0] if ctx.prompts else "", target_true=target_true)
     request = resolve_true_target(model, request)
-    hp = RomeHparams(v_lr=v_lr, v_steps=v_steps, v_weight_decay=v_weight_decay, kl_factor=kl_factor, clamp_norm_factor=clamp_norm_factor, short_prefixes=short_prefixes, long_prefixes=long_prefixes, seed=seed)
+    hp = RomeHparams(**hparams)
 
     yield Progress(0, 4, "choosing the layer" if layer == -1 else "measuring before the edit")
     layer, trace = yield from choose_layer(model, request, layer)

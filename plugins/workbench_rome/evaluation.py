@@ -57,20 +57,13 @@ def run(
     max_cases: int = 0,
     gen_tokens: int = 0,
     corpus: str = "",
-    v_lr: float = 0.5,
-    v_steps: int = 20,
-    v_weight_decay: float = 0.5,
-    kl_factor: float = 0.0625,
-    clamp_norm_factor: float = 4.0,
-    short_prefixes: int = 5,
-    long_prefixes: int = 5,
-    seed: int = 0,
+    **hparams,  # the v* search and prefix parameters, as RomeHparams names them
 ):
     model = ctx.model
     cases = load_cases(dataset)
     if max_cases:
         cases = cases[:max_cases]
-    hp = RomeHparams(v_lr=v_lr, v_steps=v_steps, v_weight_decay=v_weight_decay, kl_factor=kl_factor, clamp_norm_factor=clamp_norm_factor, short_prefixes=short_prefixes, long_prefixes=long_prefixes, seed=seed)
+    hp = RomeHparams(**hparams)
     total = len(cases) + 2
     traced: list = []
     if layer == -1:

@@ -255,8 +255,6 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from tqdm import tqdm
-
     from ..plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
     from ..plugin_api.params import parse_assignments
     from ..results import save_result
@@ -273,20 +271,10 @@ def cmd_run(args) -> int:
     model = _load(args)
     ctx = AnalysisContext(model=model, prompts=prompts, prepend_bos=_bool_choice(args.bos), store_path=Path(args.store) if args.store else None)
     job = run_analysis(plugin, ctx, texts=texts)
-    bar = tqdm(total=100, unit="%", file=sys.stderr, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}")
-    def show(progress) -> None:
-        bar.n = round(100 * progress.fraction)
-        bar.set_description_str(progress.message[:40])
-        bar.refresh()
-
-    try:
-        result = run_to_completion(job, on_progress=show)
-    except KeyboardInterrupt:
-        job.close()
+    result = _run_with_bar(job, args.quiet)
+    if result is None:
         print("\ninterrupted: nothing was saved", file=sys.stderr)
         return 130
-    finally:
-        bar.close()
     summary = summary_json(result)
     if args.out:
         result_id = save_result(args.out, result, title=plugin.name)
@@ -305,8 +293,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from tqdm import tqdm
-
     from ..plugin_api import discover_plugins
     from ..report import build_report, check_spec, default_data_path, load_spec, write_report
 
@@ -323,21 +309,10 @@ def cmd_report(args) -> int:
     if store is not None and store.resolve() == data.resolve():
         raise WorkbenchError(f"The report's data file {data} would replace the activation store.", "give --data another file, or name the report differently")
     job = build_report(spec, registry=registry, store_path=store)
-    bar = tqdm(total=100, unit="%", file=sys.stderr, disable=args.quiet, bar_format="{l_bar}{bar}| {elapsed}")
-
-    def show(progress) -> None:
-        bar.n = round(100 * progress.fraction)
-        bar.set_description_str(progress.message[:40])
-        bar.refresh()
-
-    try:
-        report = run_to_completion(job, on_progress=show)
-    except KeyboardInterrupt:
-        job.close()
+    report = _run_with_bar(job, args.quiet)
+    if report is None:
         print("\ninterrupted: no report was written", file=sys.stderr)
         return 130
-    finally:
-        bar.close()
     written = write_report(report, out, data_path=data, pdf_path=args.pdf, spec_name=Path(args.spec).name)
     print(f"wrote {written.html} ({len(report.entries)} analyses in {report.seconds:.1f} s)", file=sys.stderr)
     print(f"wrote {written.data} (results; workbench inspect lists them, the app opens it as a workspace)", file=sys.stderr)
@@ -356,6 +331,26 @@ def cmd_new_plugin(args) -> int:
     print(f"try it:  WORKBENCH_PLUGIN_PATH={Path(args.dir).resolve()} workbench plugins")
     print(f"test it: python -m pytest {folder / 'tests'}")
     return 0
+
+
+def _run_with_bar(job, quiet: bool):
+    """Drive a job with a progress bar on stderr; None when Ctrl-C stopped it (the job is closed)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, unit="%", file=sys.stderr, disable=quiet, bar_format="{l_bar}{bar}| {elapsed}")
+
+    def show(progress) -> None:
+        bar.n = round(100 * progress.fraction)
+        bar.set_description_str(progress.message[:40])
+        bar.refresh()
+
+    try:
+        return run_to_completion(job, on_progress=show)
+    except KeyboardInterrupt:
+        job.close()
+        return None
+    finally:
+        bar.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

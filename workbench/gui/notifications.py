@@ -14,6 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
+import shiboken6
 from PySide6.QtCore import QObject, Qt, QThread, Signal
 from PySide6.QtGui import QFontDatabase, QGuiApplication
 from PySide6.QtWidgets import (
@@ -103,17 +104,21 @@ class NotificationCenter(QObject):
         previous_sys, previous_threading = sys.excepthook, threading.excepthook
         self._previous_hooks = (previous_sys, previous_threading)
 
+        # A window closed without uninstalling leaves its hooks in the chain; once its Qt
+        # object is gone they only pass the exception on.
         def on_exception(exc_type, exc, tb):
-            details = "".join(traceback.format_exception(exc_type, exc, tb))
-            self.post(Notification("Unexpected error", *describe_error(exc, details), ERROR))
+            if shiboken6.isValid(self):
+                details = "".join(traceback.format_exception(exc_type, exc, tb))
+                self.post(Notification("Unexpected error", *describe_error(exc, details), ERROR))
             previous_sys(exc_type, exc, tb)
 
         def on_thread_exception(args):
             if args.exc_type is SystemExit:
                 return
-            details = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
-            where = args.thread.name if args.thread is not None else "a thread"
-            self.post(Notification(f"Unexpected error in {where}", *describe_error(args.exc_value, details), ERROR))
+            if shiboken6.isValid(self):
+                details = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+                where = args.thread.name if args.thread is not None else "a thread"
+                self.post(Notification(f"Unexpected error in {where}", *describe_error(args.exc_value, details), ERROR))
             previous_threading(args)
 
         sys.excepthook = on_exception
