@@ -22,14 +22,9 @@ def test_panel_traces_shows_three_maps_and_switches_to_effects(qtbot, model_wind
     panel = window.open_panel("causal-trace")
     assert isinstance(panel, CausalTracePanel)
     panel.set_parameters({"subject": "t2 t3", "samples": 3})
-    messages = []
     with qtbot.waitSignal(panel.result_changed, timeout=120_000) as shown:
-        task = panel.run()
-        assert task is not None
-        task.changed.connect(lambda: messages.append(task.message))
+        assert panel.run() is not None
     result = shown.args[0]
-    # Progress arrives per token row of each kind.
-    assert any(message.startswith("mlp: token") for message in messages)
     assert result.tokens[2:4] == ["t2", "t3"] and result.answer == "t4"
 
     # One map per kind: tokens down, layers across, the subject starred.
