@@ -21,7 +21,7 @@ def test_core_modules_exist():
     modules = core_modules()
     expected_modules = ("workbench.models.loading", "workbench.store.writer", "workbench.capture", "workbench.cli.main")
     # Reports: spec, running, HTML and data are core; the PDF renderer imports Qt only inside its functions.
-    expected_modules += ("workbench.report", "workbench.report.spec", "workbench.report.build", "workbench.report.html", "workbench.report.data", "workbench.report.pdf")
+    expected_modules += ("workbench.report", "workbench.report.spec", "workbench.report.build", "workbench.report.html", "workbench.report.data", "workbench.report.pagination")
     # ROME weight edits: the rank-one update, key statistics and the edit stack.
     expected_modules += ("workbench.editing", "workbench.editing.rome", "workbench.editing.edits", "workbench.editing.covariance", "workbench.editing.prompts", "workbench.editing.target")
     for expected in expected_modules:

@@ -19,7 +19,7 @@ from workbench.plugin_api import ENTRY_POINT_GROUP, Figure, ReportSection, Table
 from workbench.progress import run_to_completion
 from workbench.report import ReportEntry, build_report, parse_spec, render_html, report_from_results
 from workbench.report.build import Report
-from workbench.report.pdf import Block, paginate
+from workbench.report.pagination import Block, paginate
 from workbench.results import load_results
 
 PROMPT = "t1 t2 t3 t4 t1 t2 t3"
@@ -193,7 +193,7 @@ def test_every_builtin_report_pdf_and_data(full_report):
 
 
 def test_pdf_page_count_grows_with_content(full_report, lab_model, tmp_path):
-    from workbench.report.pdf import write_pdf
+    from workbench.gui.report_pdf import write_pdf
 
     registry = discover_plugins()
     loaded = [(info.title, r) for info, r in load_results(full_report["folder"] / "every.h5", registry.result_class)]
@@ -355,7 +355,7 @@ def test_a_figure_may_shrink_a_little_to_finish_a_page_but_never_much():
 
 
 def test_tall_figures_shrink_to_a_page(tmp_path):
-    from workbench.report.pdf import Layout, ensure_app
+    from workbench.gui.report_pdf import Layout, ensure_app
 
     ensure_app()
     from PySide6.QtGui import QPdfWriter

@@ -179,7 +179,7 @@ class ReportExport(QObject):
 
         report, written = value
         if self.choice.pdf_path is not None:
-            from ..report.pdf import write_pdf
+            from .report_pdf import write_pdf
 
             started = time.perf_counter()
             try:

@@ -4,7 +4,7 @@
     report = run_to_completion(build_report(load_spec("report.toml")))
     write_report(report, "report.html", pdf_path="report.pdf")
 
-The core of this package is Qt-free; only the PDF renderer (workbench.report.pdf)
+The core of this package is Qt-free; only the PDF renderer (workbench.gui.report_pdf)
 uses Qt, and it is imported when a PDF is asked for.
 """
 
@@ -42,7 +42,7 @@ def write_report(report: Report, html_path: str | Path, *, data_path: str | Path
         write_report_data(data, report)
     pdf, pages = None, 0
     if pdf_path:
-        from .pdf import write_pdf  # Qt: loaded only now
+        from ..gui.report_pdf import write_pdf  # Qt: loaded only now
 
         pdf = Path(pdf_path)
         pages = write_pdf(report, pdf, spec_name=spec_name)

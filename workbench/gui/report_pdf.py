@@ -1,11 +1,11 @@
 """A Report as a paginated PDF, drawn with Qt (QPdfWriter, QPainter, QSvgRenderer).
 
-The one module of workbench.report that uses Qt; it is imported only when a PDF is
-asked for, and Qt is imported inside the functions so that importing this module
-stays Qt-free. It runs headless: without a display it uses Qt's offscreen platform.
+It lives with the GUI because it uses Qt, and is imported only when a PDF is asked
+for (by `workbench report --pdf` or File → Export report). It runs headless: without
+a display it uses Qt's offscreen platform.
 
-The page is laid out here rather than by printing the HTML, because the rules a
-report needs are about blocks, not text flow: a figure is never cut (it moves to the
+The page is laid out by us rather than by printing the HTML, because the rules a
+report needs are about blocks, not text flow (workbench.report.pagination): a figure is never cut (it moves to the
 next page, shrunk to fit if taller than a page), a table breaks between rows and
 repeats its header, a heading never ends a page without what follows it. Pages are
 A4 with 15 mm margins and a footer with the title and page number.
@@ -14,13 +14,13 @@ A4 with 15 mm margins and a footer with the title and page number.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from ..report.build import Report, ReportEntry
+from ..report.format import format_value, provenance_rows
+from ..report.pagination import Block, paginate
 from ..results.base import Figure, Table
-from .build import Report, ReportEntry
-from .format import format_value, provenance_rows
 
 DPI = 96  # layout units are CSS pixels, so SVG sizes mean what they say
 MARGIN_MM = 15.0
@@ -53,40 +53,6 @@ def ensure_app():
     return app
 
 
-@dataclass
-class Block:
-    """Something placed whole on one page. keep_with_next: never the last thing on a page."""
-
-    height: float
-    paint: object  # callable(painter, x, y)
-    gap: float = 6.0  # space after it
-    keep_with_next: bool = False
-    header: "Block | None" = None  # a table row's header, repeated when the table continues on a new page
-    min_scale: float = 1.0  # a figure may be drawn this much smaller to finish a page instead of leaving it half empty
-    scale: float = 1.0  # what pagination chose
-
-    @property
-    def placed_height(self) -> float:
-        return self.height * self.scale
-
-    @property
-    def min_height(self) -> float:
-        return self.height * self.min_scale
-
-    def draw(self, painter, x: float, y: float) -> None:
-        if self.scale == 1.0:
-            self.paint(painter, x, y)
-            return
-        painter.save()
-        painter.translate(x, y)
-        painter.scale(self.scale, self.scale)
-        self.paint(painter, 0.0, 0.0)
-        painter.restore()
-
-
-@dataclass
-class Page:
-    items: list = field(default_factory=list)  # (block, y)
 
 
 class Layout:
@@ -319,34 +285,6 @@ class Layout:
         return font
 
 
-def paginate(blocks: list[Block], page_height: float) -> list[Page]:
-    pages = [Page()]
-    y = 0.0
-    for index, block in enumerate(blocks):
-        block.scale = 1.0
-        need = block.height
-        if block.keep_with_next:  # the chain of headings and what follows them goes together
-            j = index
-            need = 0.0
-            while j < len(blocks) and blocks[j].keep_with_next:
-                need += blocks[j].height + blocks[j].gap
-                j += 1
-            if j < len(blocks):
-                need += blocks[j].min_height
-            need = min(need, page_height)
-        elif y > 0 and y + need > page_height and y + block.min_height <= page_height:
-            block.scale = (page_height - y) / block.height  # a slightly smaller figure fills the page
-            need = block.placed_height
-        if y > 0 and y + need > page_height:
-            block.scale = 1.0
-            pages.append(Page())
-            y = 0.0
-            if block.header is not None:  # a table continues: its header again
-                pages[-1].items.append((block.header, y))
-                y += block.header.height
-        pages[-1].items.append((block, y))
-        y += block.placed_height + block.gap
-    return pages
 
 
 def _facts(rows) -> Table:
