@@ -29,12 +29,9 @@ import h5py
 from ..errors import StoreError, WorkbenchError
 from ..plugin_api import PluginRegistry, Result
 from ..results.storage import RESULTS_GROUP, read_result, write_result
+from ..results.workspace_format import DESCRIPTION, FORMAT, VERSION, WORKSPACE_GROUP, describe_workspace, write_description
 from ..store.layout import open_store_file
 
-WORKSPACE_GROUP = "workspace"
-DESCRIPTION = "description"
-FORMAT = "interpretability-workbench/workspace"
-VERSION = 1
 SUFFIX = ".wbproj.h5"
 
 
@@ -73,18 +70,16 @@ class Workspace:
 
 
 def _description(workspace: Workspace, result_ids: dict[int, str]) -> dict:
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "model": {"spec": workspace.model_spec, "device": workspace.device, "dtype": workspace.dtype},
-        "bos": workspace.bos,
-        "prompts": list(workspace.prompts),
-        "layout": base64.b64encode(workspace.layout).decode("ascii"),
-        "panels": [
+    return describe_workspace(
+        model={"spec": workspace.model_spec, "device": workspace.device, "dtype": workspace.dtype},
+        bos=workspace.bos,
+        prompts=workspace.prompts,
+        layout=base64.b64encode(workspace.layout).decode("ascii"),
+        panels=[
             {"plugin": p.plugin_id, "dock": p.dock_name, "title": p.title, "state": p.state, "result": result_ids.get(i)}
             for i, p in enumerate(workspace.panels)
         ],
-    }
+    )
 
 
 def save_workspace(path: str | Path, workspace: Workspace) -> Path:
@@ -106,9 +101,7 @@ def save_workspace(path: str | Path, workspace: Workspace) -> Path:
                     copied = _copy_stored_result(handle, *panel.stored_result)
                     if copied:
                         result_ids[index] = copied
-            group = handle.require_group(WORKSPACE_GROUP)
-            text = json.dumps(_description(workspace, result_ids), indent=1)
-            group.create_dataset(DESCRIPTION, data=text, dtype=h5py.string_dtype("utf-8"))
+            write_description(handle, _description(workspace, result_ids))
             handle.flush()
         finally:
             handle.close()

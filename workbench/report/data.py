@@ -3,10 +3,7 @@
 The file is a workbench store (`workbench inspect` lists the results) and also a
 workspace the app opens with File → Open workspace: one panel per analysis, with
 its parameters and result, on the report's model and prompts. The workspace
-description written here follows workbench/gui/workspace.py (format 1); it is
-duplicated rather than imported because the core must not import the GUI package,
-and tests/gui/test_report_export.py reads it back with the app's own reader so
-the two cannot drift apart unnoticed.
+description comes from workbench.results.workspace_format, as the app's own does.
 """
 
 from __future__ import annotations
@@ -19,11 +16,10 @@ import h5py
 
 from ..errors import InputError
 from ..results.storage import write_result
+from ..results.workspace_format import describe_workspace, write_description
 from ..store.layout import open_store_file
 from .build import Report
 
-WORKSPACE_FORMAT = "interpretability-workbench/workspace"
-WORKSPACE_VERSION = 1
 REPORT_GROUP = "report"
 
 
@@ -33,15 +29,8 @@ def _workspace_description(report: Report, result_ids: dict[int, str]) -> dict:
         if index not in result_ids:
             continue
         panels.append({"plugin": entry.plugin_id, "dock": "", "title": entry.title, "state": {"params": entry.params, "view": {}}, "result": result_ids[index]})
-    return {
-        "format": WORKSPACE_FORMAT,
-        "version": WORKSPACE_VERSION,
-        "model": {"spec": report.model_spec, "device": report.model_device, "dtype": report.model_dtype},
-        "bos": report.bos,
-        "prompts": list(report.prompts),
-        "layout": "",
-        "panels": panels,
-    }
+    model = {"spec": report.model_spec, "device": report.model_device, "dtype": report.model_dtype}
+    return describe_workspace(model=model, bos=report.bos, prompts=report.prompts, layout="", panels=panels)
 
 
 def write_report_data(path: str | Path, report: Report) -> dict[int, str]:
@@ -61,7 +50,7 @@ def write_report_data(path: str | Path, report: Report) -> dict[int, str]:
         try:
             ids = {i: write_result(handle, e.result, title=e.title) for i, e in enumerate(report.entries) if e.result is not None}
             text = h5py.string_dtype("utf-8")
-            handle.create_dataset("workspace/description", data=json.dumps(_workspace_description(report, ids), indent=1), dtype=text)
+            write_description(handle, _workspace_description(report, ids))
             group = handle.create_group(REPORT_GROUP)
             group.attrs["title"] = report.title
             group.attrs["created"] = report.created
