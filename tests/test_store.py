@@ -190,3 +190,36 @@ def test_non_hdf5_and_missing_files(tmp_path):
         ActivationStore(text)
     with pytest.raises(StoreError, match="No store"):
         ActivationStore(tmp_path / "missing.h5")
+
+
+def _set_end_of_file_address(path, address: int) -> None:
+    # What a kill while HDF5 creates a run leaves: metadata written past the end of
+    # the file that the superblock records (version 0 superblock: address at byte 40).
+    with open(path, "r+b") as handle:
+        head = handle.read(48)
+        assert head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] == 0, "expected a version-0 superblock"
+        handle.seek(40)
+        handle.write(int(address).to_bytes(8, "little"))
+
+
+def test_run_damaged_by_a_kill_is_listed_and_the_rest_stays_readable(lab_model, tmp_path):
+    path = tmp_path / "damaged.h5"
+    first = capture(lab_model, path, prompts=PROMPTS[:2], hooks=["attention"])
+    end_of_first = path.stat().st_size
+    capture(lab_model, path, prompts=PROMPTS[2:], hooks=HOOKS)
+    _set_end_of_file_address(path, end_of_first)
+    with ActivationStore(path) as store:
+        runs = store.runs()
+        assert [r.status for r in runs] == ["complete", "damaged"]
+        assert runs[1].damage and not runs[1].complete
+        assert store.run().id == first.run_id  # the newest complete run is the readable one
+        pattern = "blocks.1.attn.hook_pattern"
+        np.testing.assert_allclose(store.run().read(pattern, 1), reference_cache(lab_model, PROMPTS[1], [pattern])[pattern], atol=1e-6)
+        with pytest.raises(StoreError, match="damaged"):
+            store.run(runs[1].id)
+        assert store.find(lab_model.fingerprint, lab_model.tokenize(PROMPTS[2]), ["attention"]) is None
+    before = path.read_bytes()
+    # Appending could put new bytes where the damaged run's metadata points; it is refused.
+    with pytest.raises(StoreError, match="damaged.*another file"):
+        capture(lab_model, path, prompts=PROMPTS[:1], hooks=["attention"])
+    assert path.read_bytes() == before

@@ -9,7 +9,6 @@ from functools import lru_cache
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .errors import HookError, InputError

@@ -136,8 +136,9 @@ def cmd_inspect(args) -> int:
             out = []
             for run in runs:
                 summary = run.summary()
-                summary["hook_names"] = run.hooks
-                summary["prompt_texts"] = run.prompts()
+                if run.damage is None:
+                    summary["hook_names"] = run.hooks
+                    summary["prompt_texts"] = run.prompts()
                 out.append(summary)
             from ..results import list_results
 
@@ -157,6 +158,11 @@ def cmd_inspect(args) -> int:
             state = s["status"] if s["status"] != "writing" else "INCOMPLETE (interrupted before it finished; never used)"
             if s["status"] == "interrupted":
                 state = f"INCOMPLETE ({run.attrs.get('interrupted_reason', 'interrupted')}; never used)"
+            if s["status"] == "damaged":
+                print(f"\n{run.id}  [DAMAGED ({s['damage']}): the process writing it was killed; never used]")
+                if s["model"]:
+                    print(f"  model       {s['model']}  fingerprint {s['fingerprint']}  created {s['created']}")
+                continue
             print(f"\n{run.id}  [{state}]")
             print(f"  model       {s['model']}  fingerprint {s['fingerprint']}")
             attrs = run.attrs

@@ -1,6 +1,6 @@
 """The HDF5 activation store: one file, many runs, read lazily."""
 
-from .layout import FORMAT_NAME, FORMAT_VERSION, STATUS_COMPLETE, STATUS_INTERRUPTED, STATUS_WRITING
+from .layout import FORMAT_NAME, FORMAT_VERSION, STATUS_COMPLETE, STATUS_DAMAGED, STATUS_INTERRUPTED, STATUS_WRITING
 from .reader import ActivationStore, StoredRun, StoreHit
 from .writer import RunWriter
 
@@ -8,6 +8,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "STATUS_COMPLETE",
+    "STATUS_DAMAGED",
     "STATUS_INTERRUPTED",
     "STATUS_WRITING",
     "ActivationStore",

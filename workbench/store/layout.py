@@ -12,7 +12,8 @@
                            longest prompt; attrs: canonical name, position_axes
 
 A run's status is "writing" until all its data has been flushed, then
-"complete"; only complete runs are ever served.
+"complete"; only complete runs are ever served. A run whose structure cannot
+be read (the process was killed while HDF5 created it) reads as "damaged".
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 STATUS_WRITING = "writing"
 STATUS_COMPLETE = "complete"
 STATUS_INTERRUPTED = "interrupted"
+STATUS_DAMAGED = "damaged"  # never written: what the reader calls a run it cannot read
 
 STRING_DTYPE = h5py.string_dtype("utf-8")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,19 @@ from .layout import (
     LAYOUT_DENSE,
     LAYOUT_LOWER_TRIANGLE,
     STATUS_COMPLETE,
+    STATUS_DAMAGED,
     STATUS_WRITING,
     open_store_file,
     token_key,
     tril_size,
     unpack_lower_triangle,
 )
+
+
+def _failure(exc: BaseException) -> str:
+    """HDF5's message without its error-stack detail."""
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    return text.split(" (")[0].strip() or type(exc).__name__
 
 
 def _attr(value):
@@ -42,12 +50,41 @@ class StoredRun:
         self._group = group
         self.id = group.name.rsplit("/", 1)[-1]
 
+    @classmethod
+    def unreadable(cls, run_id: str, reason: str) -> "StoredRun":
+        """A run whose group itself cannot be opened: listed as damaged, never read."""
+        run = cls.__new__(cls)
+        run._group, run.id = None, run_id
+        run.damage = reason
+        return run
+
     @property
     def attrs(self) -> dict:
+        if self._group is None:
+            return {}
         return {key: _attr(value) for key, value in self._group.attrs.items()}
+
+    @functools.cached_property
+    def damage(self) -> str | None:
+        """Why the run's structure cannot be read, or None when it can.
+
+        HDF5 is not journalled: a process killed while HDF5 was creating a run's
+        datasets can leave metadata that points past the end of the file.
+        """
+        try:
+            for name in ("prompts", "tokens", "offsets", "str_tokens", "token_keys"):
+                self._group[name].shape
+            for dataset in self._group["acts"].values():
+                dataset.shape
+                dataset.attrs.keys()
+        except (KeyError, OSError, RuntimeError, ValueError) as exc:
+            return _failure(exc)
+        return None
 
     @property
     def status(self) -> str:
+        if self.damage is not None:
+            return STATUS_DAMAGED
         return str(_attr(self._group.attrs.get("status", STATUS_WRITING)))
 
     @property
@@ -56,7 +93,7 @@ class StoredRun:
 
     @property
     def fingerprint(self) -> str:
-        return str(_attr(self._group.attrs.get("model_fingerprint", "")))
+        return str(self.attrs.get("model_fingerprint", ""))
 
     @property
     def n_prompts(self) -> int:
@@ -147,6 +184,9 @@ class StoredRun:
 
     def summary(self) -> dict:
         attrs = self.attrs
+        if self.damage is not None:
+            return {"run": self.id, "status": STATUS_DAMAGED, "damage": self.damage, "model": attrs.get("model_spec"),
+                    "fingerprint": attrs.get("model_fingerprint"), "created": attrs.get("created")}
         return {
             "run": self.id,
             "status": self.status,
@@ -158,6 +198,40 @@ class StoredRun:
             "storage_dtype": attrs.get("storage_dtype"),
             "created": attrs.get("created"),
         }
+
+
+def read_runs(handle: h5py.File) -> list[StoredRun]:
+    """Every run in an open store file, damaged ones included (their status says so)."""
+    runs = []
+    for name in sorted(handle["runs"].keys()):
+        try:
+            runs.append(StoredRun(handle["runs"][name]))
+        except (KeyError, OSError, RuntimeError) as exc:  # its header never fully reached the disk
+            runs.append(StoredRun.unreadable(name, _failure(exc)))
+    return runs
+
+
+def refuse_if_damaged(path) -> None:
+    """Raise before a file that holds a damaged run is opened for writing.
+
+    A damaged run's metadata points past the file's recorded end, which is where
+    HDF5 puts new data; the run cannot even be unlinked (that needs its header).
+    Appending could make it read as a whole run made of another run's bytes.
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    handle = open_store_file(path, "r")
+    try:
+        damaged = [run.id for run in read_runs(handle) if run.damage is not None]
+    finally:
+        handle.close()
+    if damaged:
+        raise StoreError(
+            f"{path} holds {', '.join(damaged)}, damaged when the process writing it was killed; "
+            "new data written to this file could land on its space.",
+            "write to another file; the other runs in this one stay readable",
+        )
 
 
 @dataclass
@@ -191,13 +265,7 @@ class ActivationStore:
             self._file.close()
 
     def runs(self) -> list[StoredRun]:
-        runs = []
-        for name in sorted(self._file["runs"].keys()):
-            try:
-                runs.append(StoredRun(self._file["runs"][name]))
-            except (KeyError, OSError):  # a run whose header never reached the disk
-                continue
-        return runs
+        return read_runs(self._file)
 
     def run(self, run_id: str | None = None) -> StoredRun:
         """A run by id; without an id, the newest complete run."""
@@ -208,7 +276,10 @@ class ActivationStore:
             return complete[-1]
         if run_id not in self._file["runs"]:
             raise StoreError(f"{self.path} has no run {run_id!r}.", f"its runs: {', '.join(r.id for r in self.runs()) or 'none'}")
-        return StoredRun(self._file["runs"][run_id])
+        run = next(r for r in self.runs() if r.id == run_id)
+        if run.damage is not None:
+            raise StoreError(f"Run {run_id} in {self.path} is damaged ({run.damage}).", "its writer was killed; use another run")
+        return run
 
     def find(self, fingerprint: str, tokens, hooks) -> StoreHit | None:
         """A complete run of this model that holds these tokens and all these hooks, if any."""

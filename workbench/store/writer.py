@@ -31,6 +31,7 @@ from .layout import (
     token_key,
     tril_size,
 )
+from .reader import refuse_if_damaged
 
 CHUNK_TARGET_BYTES = 1 << 20
 COMPRESSIONS = ("none", "lzf", "gzip")
@@ -110,6 +111,7 @@ class RunWriter:
         self.compression = compression
         self.max_len = max(len(t) for t in token_lists)
         self.n_prompts = len(prompts)
+        refuse_if_damaged(self.path)
         self._file = open_store_file(self.path, "a")
         try:
             self.run_id = self._new_run_id()
@@ -130,6 +132,7 @@ class RunWriter:
         self._pending_lock = threading.Condition()
         self._max_pending = max_pending_bytes
         self._error: BaseException | None = None
+        self._structure_on_disk = threading.Event()
         self._thread = threading.Thread(target=self._drain, name=f"store-writer-{self.run_id}", daemon=True)
         self._thread.start()
 
@@ -170,9 +173,20 @@ class RunWriter:
         self._queue.put(item)
 
     def end_batch(self) -> None:
-        """Ask the writer to flush to disk once everything queued so far is written."""
+        """Ask the writer to flush to disk once everything queued so far is written.
+
+        After the first batch this waits until the run's structure is on disk: while
+        HDF5 creates the datasets it may evict half-updated metadata, and a kill then
+        damages the file. Progress reported after this call is therefore safe to kill.
+        """
+        first = self._producer_in_first_batch
         self._producer_in_first_batch = False
         self._queue.put("flush")
+        if first:
+            while not self._structure_on_disk.wait(0.5):
+                if self._error is not None or not self._thread.is_alive():
+                    break
+            self.raise_if_failed()
 
     def raise_if_failed(self) -> None:
         if self._error is not None:
@@ -207,9 +221,12 @@ class RunWriter:
             # the metadata flushed before any data lands. Later batches then write raw
             # chunk bytes only, so a kill at any point leaves the file's structure whole.
             items, self._first_batch = self._first_batch, None
-            for item in items:
-                self._dataset(item)
-            self._file.flush()
+            try:
+                for item in items:
+                    self._dataset(item)
+                self._file.flush()
+            finally:
+                self._structure_on_disk.set()
             for item in items:
                 self._write(item)
         self._file.flush()
