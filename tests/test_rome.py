@@ -13,6 +13,7 @@ import torch
 
 from workbench.editing import EditStack, load_edit, mlp_output, save_edit, save_edited_model
 from workbench.editing.covariance import key_statistics
+from workbench.editing.delta_pass import DeltaPass
 from workbench.editing.prompts import make_request, target_probabilities
 from workbench.editing.rome import RomeHparams, compute_edit
 from workbench.errors import InputError
@@ -88,6 +89,29 @@ def test_finds_the_mlp_output_in_either_layout(lab):
     keys = torch.randn(3, int(lab.cfg.d_mlp))
     expected = keys @ target.weight.detach() + target.module.bias.detach()
     assert torch.allclose(target.output(keys), expected, atol=1e-5)
+
+
+def check_delta_pass(model, layer: int, texts: list[str], edit_pos: list[int]) -> None:
+    """v*'s search runs from the edited block on, for positions from the subject on; the
+    reference runs the whole model with δ added by a hook. Same logits, same gradient."""
+    rows = [model.tokenize(text) for text in texts]
+    needed = torch.tensor([[len(row) - 1, max(e, len(row) - 2), e] for row, e in zip(rows, edit_pos)])
+    fast = DeltaPass(model, mlp_output(model, layer), rows, edit_pos, needed)
+    reference = DeltaPass(model, mlp_output(model, layer), rows, edit_pos, needed, full_pass=True)
+    assert not fast.full_pass
+    delta = (torch.randn(int(model.cfg.d_model), generator=torch.Generator().manual_seed(layer)) * 2).requires_grad_(True)
+    got, expected = fast(delta), reference(delta)
+    assert got.shape == (len(rows), 3, int(model.cfg.d_vocab))
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+    probe = torch.randn(got.shape, generator=torch.Generator().manual_seed(1))
+    (grad_got,) = torch.autograd.grad((got.log_softmax(-1) * probe).sum(), delta)
+    (grad_expected,) = torch.autograd.grad((expected.log_softmax(-1) * probe).sum(), delta)
+    assert torch.allclose(grad_got, grad_expected, atol=1e-4, rtol=1e-3), (grad_got - grad_expected).abs().max()
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_v_star_pass_from_the_edit_equals_the_whole_model(lab, layer):
+    check_delta_pass(lab, layer, ["t1 t2 t3 t4 t5", "t5 t6", "t7 t8 t9 t1 t2 t3 t4 t5 t6"], [2, 1, 5])
 
 
 def test_key_statistics_are_cached_and_symmetric(lab, lab_corpus):
@@ -305,6 +329,13 @@ def test_bad_requests_are_refused_clearly(lab, rome_plugin, prompts, params, mes
 @pytest.fixture(scope="module")
 def smollm2():
     return load_model("smollm2")
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize("layer", [4, 29])
+def test_smollm2_v_star_pass_from_the_edit_equals_the_whole_model(smollm2, layer):
+    texts = ["The Eiffel Tower is located in the city of", "Because I was there. The Eiffel Tower is in", "The Eiffel Tower is a"]
+    check_delta_pass(smollm2, layer, texts, [3, 8, 3])
 
 
 @pytest.mark.smollm2

@@ -23,12 +23,12 @@ into the rows of the cells that restore that layer.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from workbench.hooks.partial_run import logits_from_layer
 from workbench.models import LoadedModel
 from workbench.progress import Progress
 
@@ -92,29 +92,6 @@ def _baselines(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, k
     return _Baselines(clean, entering, kv, high, low)
 
 
-@contextmanager
-def _skipping_blocks_before(bridge, start: int):
-    """Run blocks before `start` as the identity.
-
-    The bridge's own `start_at_layer` still executes those blocks and discards their
-    output; skipping them is where restored runs save the work before the restored
-    layer. The residual they would pass on is replaced at block `start` anyway.
-    """
-    skipped = list(bridge.blocks)[:start]
-    for block in skipped:
-        # Set in the instance __dict__: BlockBridge forwards attribute writes to the HF module.
-        block.__dict__["forward"] = _identity
-    try:
-        yield
-    finally:
-        for block in skipped:
-            block.__dict__.pop("forward", None)
-
-
-def _identity(hidden_states=None, *args, **kwargs):
-    return hidden_states if hidden_states is not None else kwargs["hidden_states"]
-
-
 def _prefix_cache(kv, position: int, copies: int):
     """A KV cache holding the corrupted run's keys and values for positions < position,
     repeated for each cell of a pass (rows are cell-major, sample-minor)."""
@@ -138,16 +115,6 @@ def _restore_rows(state: torch.Tensor, rows: torch.Tensor):
         return activation
 
     return restore
-
-
-def _keep_positions_from(first: int):
-    """Hook on the unembedding's input dropping positions whose logits are not scored:
-    the vocabulary projection of every position would otherwise cost as much as several blocks."""
-
-    def keep(residual: torch.Tensor, hook=None) -> torch.Tensor:
-        return residual[:, first:]
-
-    return keep
 
 
 def _cells_per_pass(model: LoadedModel, samples: int, positions: int, scored_positions: int) -> int:
@@ -196,13 +163,10 @@ def _trace_row(model: LoadedModel, request: TraceRequest, base: _Baselines, kind
             rows = torch.tensor([i * samples + s for i in indices for s in range(samples)], device=residual.device)
             name = RESTORED_HOOK[kind].format(layer)
             hooks.append((name, _restore_rows(base.clean[name][position], rows)))
-        if start == n_layers:  # only final states restored: no block left to run
-            logits = bridge.unembed(bridge.ln_final(residual[:, first_scored:]))
-        else:
-            hooks.append(("unembed.hook_in", _keep_positions_from(first_scored)))
-            cache = _prefix_cache(base.corrupted_kv, position, len(chunk))
-            with _skipping_blocks_before(bridge, start), bridge.hooks(fwd_hooks=hooks):
-                logits = bridge(residual, start_at_layer=start, past_key_values=cache, return_type="logits")
+        cache = _prefix_cache(base.corrupted_kv, position, len(chunk)) if start < n_layers else None
+        logits = logits_from_layer(
+            bridge, residual, start, fwd_hooks=hooks, past_key_values=cache, select=lambda normed: normed[:, first_scored:]
+        )
         probability = target_probability(logits, request.target_ids, 0)
         per_cell = probability.view(len(chunk), samples).mean(-1)
         for (_, layer, _), value in zip(chunk, per_cell.tolist()):

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..progress import Progress
+from .delta_pass import DeltaPass
 from .edits import RomeEdit
 from .prompts import EditRequest, padded_batch, target_ids
 from .target import MlpOutput, mlp_output
@@ -178,10 +179,7 @@ def compute_v(model, target: MlpOutput, request: EditRequest, ctx_ids, ctx_posit
     kl_ids, kl_pos = _subject_positions(model, [kl_text], [len(request.subject)])
     rows = [list(ids) + list(t[:-1]) for ids, t in zip(ctx_ids, new_ids)] + kl_ids
     edit_pos = list(ctx_positions) + kl_pos
-    inputs = padded_batch(rows).to(device)
     n_ctx = len(ctx_ids)
-    row_index = torch.arange(len(rows), device=device)
-    pos_index = torch.tensor(edit_pos, device=device)
     # Gather indices of every target token's predicting position, padded with a masked slot.
     width = max(len(t) for t in new_ids)
     pred_pos = torch.zeros(n_ctx, width, dtype=torch.long)
@@ -192,27 +190,27 @@ def compute_v(model, target: MlpOutput, request: EditRequest, ctx_ids, ctx_posit
             pred_pos[r, j], pred_tok[r, j], mask[r, j] = len(ids) - 1 + j, token, 1.0
     pred_pos, pred_tok, mask = pred_pos.to(device), pred_tok.to(device), mask.to(device)
 
+    # Every row's logits are needed only where a target token is predicted (the KL
+    # row: at the subject); row r's j-th needed position is needed_pos[r, j].
+    needed_pos = torch.cat([pred_pos, torch.tensor(kl_pos, device=device)[:, None].expand(-1, width)])
+    logits_with = DeltaPass(model, target, rows, edit_pos, needed_pos)
+
     delta = torch.zeros_like(v0, device=device, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
     v0_norm = v0.norm().to(device)
     max_norm = hp.clamp_norm_factor * v0_norm
-
-    def add_delta(out, hook):
-        bumped = out.clone()
-        bumped[row_index, pos_index] = bumped[row_index, pos_index] + delta.to(out.dtype)
-        return bumped
 
     kl_init = None
     losses, probs = [], []
     with _frozen(model), torch.enable_grad():
         for step in range(hp.v_steps):
             optimizer.zero_grad()
-            logits = model.bridge.run_with_hooks(inputs, fwd_hooks=[(target.value_hook, add_delta)]).float()
+            logits = logits_with(delta).float()
             log_probs = torch.log_softmax(logits[:n_ctx], dim=-1)
-            picked = log_probs[torch.arange(n_ctx, device=device)[:, None], pred_pos, pred_tok] * mask
+            picked = log_probs[torch.arange(n_ctx, device=device)[:, None], torch.arange(width, device=device), pred_tok] * mask
             nll_each = -picked.sum(1) / mask.sum(1)
             nll = nll_each.mean()
-            kl_logp = torch.log_softmax(logits[n_ctx:][torch.arange(len(kl_pos), device=device), torch.tensor(kl_pos, device=device)], dim=-1)
+            kl_logp = torch.log_softmax(logits[n_ctx:, 0], dim=-1)
             if kl_init is None:
                 kl_init = kl_logp.detach().clone()
             kl = hp.kl_factor * torch.nn.functional.kl_div(kl_logp, kl_init, log_target=True, reduction="batchmean")

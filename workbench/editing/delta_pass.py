@@ -1,0 +1,127 @@
+"""The forward pass of ROME's v* search: logits as a function of δ, the change made to
+one MLP output at each prompt's last subject token.
+
+Every step of the search runs the model on a dozen prompts, forward and backward, and
+only that MLP output changes between steps. So:
+
+- Nothing before the edited block's output changes: the residual leaving the block is
+  computed once, and each step starts at the next block (workbench.hooks.partial_run).
+- Nothing before the last subject token changes either. The rows are aligned on that
+  token (left padding, with the attention mask and positions that make padding
+  invisible), the keys and values of the positions before it are computed once, and
+  each step runs only the positions from it on.
+- Only the positions whose logits are scored are projected onto the vocabulary.
+
+This needs the block's output to be the residual before the MLP plus the MLP output.
+For an architecture where it is not (a norm after the MLP), each step runs the whole
+model with δ added by a hook, as the reference code does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..hooks.partial_run import logits_from_layer
+from .prompts import padded_batch
+from .target import MlpOutput
+
+
+class DeltaPass:
+    """Call with δ [d_model] to get logits [rows, needed, vocab] at needed_pos [rows, needed]
+    (positions in each row's own coordinates; all at or after the row's edit position)."""
+
+    def __init__(self, model, target: MlpOutput, rows: list[list[int]], edit_pos: list[int], needed_pos: torch.Tensor, full_pass: bool = False):
+        self.bridge = model.bridge
+        self.target = target
+        self.device = next(self.bridge.parameters()).device
+        self.n_rows = len(rows)
+        self.edit_pos = torch.tensor(edit_pos, device=self.device)
+        self.needed_pos = needed_pos.to(self.device)
+        if (self.needed_pos < self.edit_pos[:, None]).any():
+            raise ValueError("a scored position lies before its row's edit position")
+        self.rows = rows
+        self.full_pass = full_pass or not self._prepare_suffix_pass()
+
+    def __call__(self, delta: torch.Tensor) -> torch.Tensor:
+        return self._whole_model(delta) if self.full_pass else self._from_edit(delta)
+
+    # -- the fast path ---------------------------------------------------------------
+
+    def _prepare_suffix_pass(self) -> bool:
+        bridge, layer = self.bridge, self.target.layer
+        first = int(self.edit_pos.max())  # the column every row's edit position moves to
+        shifts = [first - int(e) for e in self.edit_pos]
+        width = first + max(len(row) - int(e) for row, e in zip(self.rows, self.edit_pos))
+        ids = torch.zeros(self.n_rows, width, dtype=torch.long)
+        mask = torch.zeros(self.n_rows, width, dtype=torch.long)
+        positions = torch.ones(self.n_rows, width, dtype=torch.long)
+        for r, (row, shift) in enumerate(zip(self.rows, shifts)):
+            ids[r, shift : shift + len(row)] = torch.tensor(row)
+            mask[r, shift : shift + len(row)] = 1
+            positions[r, shift : shift + len(row)] = torch.arange(len(row))
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        names = [f"blocks.{layer}.hook_resid_mid", self.target.value_hook, f"blocks.{layer}.hook_resid_post"]
+        kept: dict[str, torch.Tensor] = {}
+
+        def keeper(name: str):
+            def keep(activation, hook):
+                kept[name] = activation.detach()
+
+            return keep
+
+        with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, keeper(name)) for name in names]):
+            _, kv = bridge(ids, attention_mask=mask, position_ids=positions, return_type="logits_and_cache")
+        if set(kept) != set(names) or kv is None:
+            return False
+        real = mask.bool()
+        mid, out, post = (kept[name][real] for name in names)
+        if not torch.allclose(mid + out, post, atol=1e-5, rtol=1e-4):
+            return False
+        self.first = first
+        self.mask = mask
+        self.suffix_positions = positions[:, first:]
+        self.block_output = kept[names[2]][:, first:]
+        self.prefix_kv = [(entry.keys[:, :, :first], entry.values[:, :, :first]) for entry in kv.layers]
+        self.needed_local = self.needed_pos - self.edit_pos[:, None]
+        return True
+
+    def _prefix_cache(self):
+        if self.first == 0:
+            return None
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for index, (keys, values) in enumerate(self.prefix_kv):
+            cache.update(keys, values, index)  # a copy: the stored prefix stays intact
+        return cache
+
+    def _select(self, needed: torch.Tensor):
+        def select(normed: torch.Tensor) -> torch.Tensor:
+            return normed.gather(1, needed[..., None].expand(-1, -1, normed.shape[-1]))
+
+        return select
+
+    def _from_edit(self, delta: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(self.n_rows, device=self.device)
+        column = torch.zeros(self.n_rows, dtype=torch.long, device=self.device)
+        entering = self.block_output.index_put((rows, column), delta.to(self.block_output.dtype), accumulate=True)
+        start = self.target.layer + 1
+        extra = {}
+        if start < len(self.bridge.blocks):
+            extra = {"past_key_values": self._prefix_cache(), "attention_mask": self.mask, "position_ids": self.suffix_positions}
+        return logits_from_layer(self.bridge, entering, start, select=self._select(self.needed_local), **extra)
+
+    # -- the whole model, δ added by a hook ---------------------------------------------
+
+    def _whole_model(self, delta: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(self.n_rows, device=self.device)
+
+        def add_delta(out, hook):
+            bumped = out.clone()
+            bumped[rows, self.edit_pos] = bumped[rows, self.edit_pos] + delta.to(out.dtype)
+            return bumped
+
+        select = self._select(self.needed_pos)
+        hooks = [(self.target.value_hook, add_delta), ("unembed.hook_in", lambda activation, hook=None: select(activation))]
+        with self.bridge.hooks(fwd_hooks=hooks):
+            return self.bridge(padded_batch(self.rows).to(self.device), return_type="logits")
