@@ -8,16 +8,17 @@ per cell):
    corrupted pass of S rows) and reused.
 2. A restored run starts at the first restored layer from the corrupted run's
    residual stream (`start_at_layer`); the blocks before it are not run at all. A
-   restored block output is the next block's input, so those runs start one later.
+   restored block output is the next block's input, so those runs start one later;
+   so do MLP windows, whose first block changes only the restored token's output.
 3. Under causal attention a restored state at token t changes nothing before t.
    Restored runs compute only positions t..end, with the corrupted run's keys and
    values for positions < t passed in as a KV cache, and project onto the vocabulary
    only the positions that score the target.
 
-Cells of one token row are batched, a few start layers per pass (few, because a
-cell batched with an earlier-starting one computes the blocks in between), with each
-cell's S noised rows side by side; a hook per restored layer writes the clean state
-into the rows of the cells that restore that layer.
+Cells of one token row are batched, with each cell's S noised rows side by side; a hook
+per restored layer writes the clean state into the rows of the cells that restore that
+layer. A pass starts at its earliest cell's layer, so which cells share a pass is chosen
+by a cost model (fixed costs per pass and per block against blocks run for nothing).
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ from .noise import SubjectNoise, subject_noise
 from .request import TraceRequest
 from .scoring import KINDS, RESTORED_HOOK, restored_layers, target_probability
 
-# Row-positions aimed at in one restored pass, and a bound on its logits' bytes.
-TOKENS_PER_PASS = 800
-MAX_LOGIT_BYTES = 384 << 20
+# The cost of a restored pass in units of one row-position through one block: each block
+# run adds a fixed cost on top of its rows x positions, and each pass one more (Python,
+# hooks, the KV prefix). Measured on SmolLM2 on 2 CPU cores: about 3.5 ms per block and
+# 10 ms per pass, against 0.049 ms per row-position-block.
+BLOCK_OVERHEAD = 70
+PASS_OVERHEAD = 200
+MAX_LOGIT_BYTES = 384 << 20  # bound on one pass's logits
 
 
 @dataclass
@@ -58,6 +63,8 @@ class _Baselines:
     clean: dict[str, torch.Tensor]  # hook name -> [positions, d_model] of the clean run
     corrupted_resid_pre: list[torch.Tensor]  # per layer, then the final output: [S, positions, d_model]
     corrupted_kv: object  # the corrupted run's HF KV cache (S rows)
+    corrupted_mlp: list[torch.Tensor] | None  # per layer [S, positions, d_model], when a restored MLP output can be added to the block's output
+    block_mlp: object | None  # (layer, residual after attention) -> the block's MLP output, when a block decomposes so
     high: float
     low: float
 
@@ -85,11 +92,48 @@ def _baselines(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, k
     hooks = [("hook_embed", noise.hook())]
     hooks += [(f"blocks.{layer}.hook_resid_pre", _capture(resid_pre, f"blocks.{layer}.hook_resid_pre")) for layer in range(n_layers)]
     hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", _capture(resid_pre, "final")))
+    parts: dict[str, torch.Tensor] = {}
+    if "mlp" in kinds or "attn" in kinds:
+        for part in ("hook_resid_mid", "hook_mlp_out", "hook_attn_out"):
+            hooks += [(f"blocks.{layer}.{part}", _capture(parts, f"blocks.{layer}.{part}")) for layer in range(n_layers)]
     with bridge.hooks(fwd_hooks=hooks):
         logits, kv = bridge(ids.repeat(samples, 1), return_type="logits_and_cache")
     low = float(target_probability(logits, request.target_ids, request.n_tokens - 1).mean())
     entering = [resid_pre[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)] + [resid_pre["final"]]
-    return _Baselines(clean, entering, kv, high, low)
+    decomposes = bool(parts) and _blocks_decompose(bridge, parts, entering, n_layers)
+    corrupted_mlp = [parts[f"blocks.{layer}.hook_mlp_out"] for layer in range(n_layers)] if decomposes and "mlp" in kinds else None
+    block_mlp = _block_mlp(bridge) if decomposes and "attn" in kinds else None
+    return _Baselines(clean, entering, kv, corrupted_mlp, block_mlp, high, low)
+
+
+def _block_mlp(bridge):
+    def mlp(layer: int, after_attention: torch.Tensor) -> torch.Tensor:
+        block = bridge.blocks[layer]
+        return block.mlp(block.ln2(after_attention))
+
+    return mlp
+
+
+def _blocks_decompose(bridge, parts: dict[str, torch.Tensor], entering: list[torch.Tensor], n_layers: int) -> bool:
+    """Whether, in the corrupted run, every block is input + attention output = residual
+    after attention, and that + MLP(ln2(it)) = output. Only then can a window's first
+    block be replaced by arithmetic on the restored token (not so with norms after the
+    sublayers, or attention and MLP in parallel)."""
+    mlp = _block_mlp(bridge)
+    try:
+        with torch.no_grad():
+            for layer in range(n_layers):
+                mid = parts.get(f"blocks.{layer}.hook_resid_mid")
+                attn = parts.get(f"blocks.{layer}.hook_attn_out")
+                out = parts.get(f"blocks.{layer}.hook_mlp_out")
+                if mid is None or attn is None or out is None:
+                    return False
+                checks = ((entering[layer] + attn, mid), (mid + out, entering[layer + 1]), (mlp(layer, mid), out))
+                if not all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in checks):
+                    return False
+    except Exception:  # a block whose ln2 or MLP cannot be called alone
+        return False
+    return True
 
 
 def _prefix_cache(kv, position: int, copies: int):
@@ -117,21 +161,44 @@ def _restore_rows(state: torch.Tensor, rows: torch.Tensor):
     return restore
 
 
-def _cells_per_pass(model: LoadedModel, samples: int, positions: int, scored_positions: int) -> int:
-    """Cells batched in one pass. More cells per pass cost blocks run for nothing (a pass
-    starts at its earliest cell's layer) but save per-pass overhead and make matrix
-    products efficient; a target of row-positions per pass balances the two."""
-    vocab = int(model.cfg.d_vocab)
-    by_tokens = max(1, TOKENS_PER_PASS // max(1, samples * positions))
-    by_memory = MAX_LOGIT_BYTES // max(1, samples * scored_positions * vocab * 4)
-    return max(1, min(by_tokens, by_memory, model.n_layers))
+def _max_cells_per_pass(model: LoadedModel, samples: int, scored_positions: int) -> int:
+    return max(1, MAX_LOGIT_BYTES // max(1, samples * scored_positions * int(model.cfg.d_vocab) * 4))
 
 
-def _entry_layer(kind: str, layer: int, restored: range) -> int:
+def _group_cells(entries: list[int], rows_per_cell: int, positions: int, n_layers: int, max_cells: int) -> list[tuple[int, int]]:
+    """Split cells, sorted by entry layer, into passes [i, j) of least modelled cost.
+
+    A pass starts at its earliest cell's entry, so a cell batched with an earlier one
+    runs the blocks in between for nothing; separate passes pay the fixed costs again.
+    Dynamic programming over the split points finds the cheapest trade-off.
+    """
+    n = len(entries)
+    best = [0.0] + [float("inf")] * n
+    split = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(max(0, j - max_cells), j):
+            blocks = n_layers - entries[i]
+            cost = best[i] + PASS_OVERHEAD + blocks * (BLOCK_OVERHEAD + (j - i) * rows_per_cell * positions)
+            if cost < best[j]:
+                best[j], split[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        groups.append((split[j], j))
+        j = split[j]
+    return groups[::-1]
+
+
+def _entry_layer(kind: str, layer: int, restored: range, base: _Baselines) -> int:
     """The block a cell's restored run starts at. A restored residual stream (a block's
-    output) is simply the input of the next block; MLP and attention outputs are restored
-    inside their block, so the run starts at the first block of the window."""
-    return layer + 1 if kind == "resid" else restored.start
+    output) is simply the input of the next block. In the first block of a window only
+    the restored token's output changes (the other positions' keys and values come
+    from the block's input), so where blocks decompose the run starts after it, with
+    that token's output computed from its parts: the corrupted output plus the restored
+    MLP difference, or the corrupted input plus the restored attention output plus the
+    block's MLP of that."""
+    if kind == "resid" or (kind == "mlp" and base.corrupted_mlp is not None) or (kind == "attn" and base.block_mlp is not None):
+        return restored.start + 1
+    return restored.start
 
 
 def _trace_row(model: LoadedModel, request: TraceRequest, base: _Baselines, kind: str, position: int, window: int, samples: int) -> np.ndarray:
@@ -141,22 +208,31 @@ def _trace_row(model: LoadedModel, request: TraceRequest, base: _Baselines, kind
     cells = []
     for layer in range(n_layers):
         restored = restored_layers(kind, layer, n_layers, window)
-        cells.append((_entry_layer(kind, layer, restored), layer, restored))
+        cells.append((_entry_layer(kind, layer, restored, base), layer, restored))
     cells.sort()
-    per_pass = _cells_per_pass(model, samples, len(request.sequence) - position, len(request.target_ids))
+    positions = len(request.sequence) - position
+    max_cells = _max_cells_per_pass(model, samples, len(request.target_ids))
     first_scored = request.n_tokens - 1 - position
     row_scores = np.zeros(n_layers, dtype=np.float32)
-    for first in range(0, len(cells), per_pass):
-        chunk = cells[first : first + per_pass]
+    for first, stop in _group_cells([c[0] for c in cells], samples, positions, n_layers, max_cells):
+        chunk = cells[first:stop]
         start = chunk[0][0]
         residual = base.corrupted_resid_pre[start][:, position:].repeat(len(chunk), 1, 1)
         restore_at: dict[int, list[int]] = {}
         for index, (entry, _, restored) in enumerate(chunk):
             rows = slice(index * samples, (index + 1) * samples)
-            if kind == "resid" and entry == start:
-                residual[rows, 0] = base.clean[RESTORED_HOOK[kind].format(entry - 1)][position]
-            else:
-                for layer in restored:
+            if entry == start and entry > restored.start:
+                # The cell's first restored block is not run: its effect enters with the residual.
+                name = RESTORED_HOOK[kind].format(entry - 1)
+                if kind == "resid":
+                    residual[rows, 0] = base.clean[name][position]
+                elif kind == "mlp":
+                    residual[rows, 0] += base.clean[name][position] - base.corrupted_mlp[entry - 1][:, position]
+                else:
+                    after_attention = base.corrupted_resid_pre[entry - 1][:, position] + base.clean[name][position]
+                    residual[rows, 0] = after_attention + base.block_mlp(entry - 1, after_attention)
+            for layer in restored:
+                if layer >= start:
                     restore_at.setdefault(layer, []).append(index)
         hooks = []
         for layer, indices in sorted(restore_at.items()):
