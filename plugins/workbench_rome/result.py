@@ -102,10 +102,13 @@ class RomeEditResult(Result):
         return out
 
     def probe_labels(self) -> list[str]:
+        """Short names for the bars ("paraphrase 2"); the probes table gives each prompt."""
+        counts = {kind: self.probe_kinds.count(kind) for kind in set(self.probe_kinds)}
+        seen: dict[str, int] = {}
         labels = []
-        for kind, prompt in zip(self.probe_kinds, self.probe_prompts):
-            short = prompt if len(prompt) <= 34 else "…" + prompt[-33:]
-            labels.append(f"{kind[:5]}: {short}")
+        for kind in self.probe_kinds:
+            seen[kind] = seen.get(kind, 0) + 1
+            labels.append(kind if counts[kind] == 1 else f"{kind} {seen[kind]}")
         return labels
 
     def report(self) -> ReportSection:
@@ -113,12 +116,12 @@ class RomeEditResult(Result):
         bar_labels, bar_values = [], []
         for i, label in enumerate(labels):
             for when, p in (("before", self.p_before), ("after", self.p_after)):
-                bar_labels.append(f"{when} · {label}")
+                bar_labels.append(f"{label}, {when}")
                 bar_values.append(float(p[i, 0] - p[i, 1]))
         figures = [
             Figure(
                 "P(new) − P(true), before and after",
-                svg=bar_chart(bar_labels, bar_values, title="P(new) − P(true) before / after the edit", value_title="P(new) − P(true)", width=760),
+                svg=bar_chart(bar_labels, bar_values, title="P(new) − P(true) before / after the edit", value_title="P(new) − P(true)", width=600),
                 caption="Right of zero the model prefers the new target. Neighbours should stay left of zero.",
             ),
         ]
@@ -145,7 +148,7 @@ class RomeEditResult(Result):
         probes = Table(
             "Probes",
             ["kind", "prompt", "P(new) before", "P(true) before", "P(new) after", "P(true) after"],
-            [[k, p, _r(b[0]), _r(b[1]), _r(a[0]), _r(a[1])] for k, p, b, a in zip(self.probe_kinds, self.probe_prompts, self.p_before, self.p_after)],
+            [[k, p, _r(b[0]), _r(b[1]), _r(a[0]), _r(a[1])] for k, p, b, a in zip(labels, self.probe_prompts, self.p_before, self.p_after)],
         )
         gens = Table("Greedy generations", ["prompt", "before", "after"], [[p, b, a] for p, b, a in zip(self.generation_prompts, self.generations_before, self.generations_after)])
         numbers = Table(

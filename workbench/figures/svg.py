@@ -160,7 +160,10 @@ def line_chart(
     for tick in np.linspace(lo + pad, hi - pad, 5):
         out.append(f"<line x1='{left - 4}' x2='{left}' y1='{py(tick):.1f}' y2='{py(tick):.1f}' stroke='#999'/>")
         out.append(f"<text x='{left - 6}' y='{py(tick) + 4:.1f}' text-anchor='end'>{_fmt(float(tick))}</text>")
-    for tick in np.linspace(x0, x1, min(6, max(2, len(xs)))):
+    x_ticks = np.linspace(x0, x1, min(6, max(2, len(xs))))
+    if xs.size and np.all(xs == np.round(xs)):  # steps, layers: whole-number ticks only
+        x_ticks = np.unique(np.round(x_ticks))
+    for tick in x_ticks:
         out.append(f"<text x='{px(tick):.1f}' y='{top + plot_h + 14:.1f}' text-anchor='middle'>{_fmt(float(tick))}</text>")
     for i, (name, values) in enumerate(arrays.items()):
         colour = palette[i % len(palette)]
