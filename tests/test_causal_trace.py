@@ -99,8 +99,8 @@ def test_plugin_result_json_and_hdf5(lab_model, plugin, tmp_path):
     ctx = AnalysisContext(lab_model, [LAB_PROMPT])
     steps = []
     result = run_to_completion(run_analysis(plugin, ctx, {"subject": "t2 t3", "samples": 4}), on_progress=steps.append)
-    # Progress comes per token row of each kind, and only grows.
-    assert [s.message for s in steps if s.message.startswith("mlp: token")] == [f"mlp: token {i} of 10" for i in range(1, 11)]
+    # Progress comes per token row (the kinds share passes), and only grows.
+    assert [s.message for s in steps if s.message.startswith("token")] == [f"token {i} of 10 (resid, mlp, attn)" for i in range(1, 11)]
     assert all(a.fraction <= b.fraction for a, b in zip(steps, steps[1:]))
     out = json.loads(json.dumps(summary_json(result)))
     for key in ("tokens", "subject_range", "answer", "high_score", "low_score", "noise", "samples", "scores", "seconds"):

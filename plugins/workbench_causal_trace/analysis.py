@@ -22,7 +22,7 @@ def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: in
     request = build_request(model, prompt, ctx.tokens(0), subject, target)
     chosen = KINDS if kinds == "all" else (kinds,)
     corruption = subject_noise(model, request, samples, noise, noise_scale, seed)
-    yield Progress(0, len(chosen) * request.n_tokens, "tracing")
+    yield Progress(0, request.n_tokens * (len(chosen) if method == "reference" else 1), "tracing")
     if method == "reference":
         scores, seconds = {}, {}
         for k, kind in enumerate(chosen):

@@ -201,25 +201,34 @@ def _entry_layer(kind: str, layer: int, restored: range, base: _Baselines) -> in
     return restored.start
 
 
-def _trace_row(model: LoadedModel, request: TraceRequest, base: _Baselines, kind: str, position: int, window: int, samples: int) -> np.ndarray:
-    """P(target) for the cells (position, every layer) of one kind."""
+def _trace_token_row(
+    model: LoadedModel, request: TraceRequest, base: _Baselines, kinds: tuple[str, ...], position: int, window: int, samples: int
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """P(target) for the cells (position, every layer) of every kind, and the seconds
+    spent on each kind. The kinds share passes: their cells at one token need the same
+    positions and KV prefix, and more cells to choose from make groups that waste less.
+    A pass's time is charged to the kinds in proportion to their cells in it."""
     bridge = model.bridge
     n_layers = model.n_layers
     cells = []
-    for layer in range(n_layers):
-        restored = restored_layers(kind, layer, n_layers, window)
-        cells.append((_entry_layer(kind, layer, restored, base), layer, restored))
+    for kind in kinds:
+        for layer in range(n_layers):
+            restored = restored_layers(kind, layer, n_layers, window)
+            cells.append((_entry_layer(kind, layer, restored, base), KINDS.index(kind), layer, restored))
     cells.sort()
     positions = len(request.sequence) - position
     max_cells = _max_cells_per_pass(model, samples, len(request.target_ids))
     first_scored = request.n_tokens - 1 - position
-    row_scores = np.zeros(n_layers, dtype=np.float32)
+    row_scores = {kind: np.zeros(n_layers, dtype=np.float32) for kind in kinds}
+    seconds = {kind: 0.0 for kind in kinds}
     for first, stop in _group_cells([c[0] for c in cells], samples, positions, n_layers, max_cells):
+        started = time.perf_counter()
         chunk = cells[first:stop]
         start = chunk[0][0]
         residual = base.corrupted_resid_pre[start][:, position:].repeat(len(chunk), 1, 1)
-        restore_at: dict[int, list[int]] = {}
-        for index, (entry, _, restored) in enumerate(chunk):
+        restore_at: dict[str, list[int]] = {}
+        for index, (entry, kind_index, _, restored) in enumerate(chunk):
+            kind = KINDS[kind_index]
             rows = slice(index * samples, (index + 1) * samples)
             if entry == start and entry > restored.start:
                 # The cell's first restored block is not run: its effect enters with the residual.
@@ -233,11 +242,10 @@ def _trace_row(model: LoadedModel, request: TraceRequest, base: _Baselines, kind
                     residual[rows, 0] = after_attention + base.block_mlp(entry - 1, after_attention)
             for layer in restored:
                 if layer >= start:
-                    restore_at.setdefault(layer, []).append(index)
+                    restore_at.setdefault(RESTORED_HOOK[kind].format(layer), []).append(index)
         hooks = []
-        for layer, indices in sorted(restore_at.items()):
+        for name, indices in restore_at.items():
             rows = torch.tensor([i * samples + s for i in indices for s in range(samples)], device=residual.device)
-            name = RESTORED_HOOK[kind].format(layer)
             hooks.append((name, _restore_rows(base.clean[name][position], rows)))
         cache = _prefix_cache(base.corrupted_kv, position, len(chunk)) if start < n_layers else None
         logits = logits_from_layer(
@@ -245,9 +253,12 @@ def _trace_row(model: LoadedModel, request: TraceRequest, base: _Baselines, kind
         )
         probability = target_probability(logits, request.target_ids, 0)
         per_cell = probability.view(len(chunk), samples).mean(-1)
-        for (_, layer, _), value in zip(chunk, per_cell.tolist()):
-            row_scores[layer] = value
-    return row_scores
+        for (_, kind_index, layer, _), value in zip(chunk, per_cell.tolist()):
+            row_scores[KINDS[kind_index]][layer] = value
+        elapsed = time.perf_counter() - started
+        for _, kind_index, _, _ in chunk:
+            seconds[KINDS[kind_index]] += elapsed / len(chunk)
+    return row_scores, seconds
 
 
 def causal_trace(
@@ -262,7 +273,7 @@ def causal_trace(
     seed: int = 1,
     noise_scale: float = 3.0,
 ):
-    """Generator: yields Progress per token row of each kind; returns TraceScores.
+    """Generator: yields Progress per token row (all kinds together); returns TraceScores.
 
     noise: the noise level; None or 0 takes noise_scale × the std of the subject's embeddings.
     """
@@ -273,24 +284,21 @@ def causal_trace(
 
 def trace_with_noise(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, kinds: tuple[str, ...], window: int = 10):
     samples = noise.samples.shape[0]
-    total = len(kinds) * request.n_tokens
-    scores: dict[str, np.ndarray] = {}
-    seconds: dict[str, float] = {}
+    scores = {kind: np.zeros((request.n_tokens, model.n_layers), dtype=np.float32) for kind in kinds}
     with torch.inference_mode():
         started = time.perf_counter()
         base = _baselines(model, request, noise, kinds)
-        shared = time.perf_counter() - started
-        for k, kind in enumerate(kinds):
-            started = time.perf_counter()
-            table = np.zeros((request.n_tokens, model.n_layers), dtype=np.float32)
-            for position in range(request.n_tokens):
-                if position < request.subject_range[0]:
-                    # The noise starts at the subject: earlier states are the same in both runs.
-                    table[position] = base.low
-                else:
-                    table[position] = _trace_row(model, request, base, kind, position, window, samples)
-                yield Progress(k * request.n_tokens + position + 1, total, f"{kind}: token {position + 1} of {request.n_tokens}")
-            scores[kind] = table
-            # The clean and corrupted passes serve every kind; each kind is charged its share.
-            seconds[kind] = time.perf_counter() - started + shared / len(kinds)
+        # The clean and corrupted passes serve every kind; each kind is charged its share.
+        seconds = {kind: (time.perf_counter() - started) / len(kinds) for kind in kinds}
+        for position in range(request.n_tokens):
+            if position < request.subject_range[0]:
+                # The noise starts at the subject: earlier states are the same in both runs.
+                for kind in kinds:
+                    scores[kind][position] = base.low
+            else:
+                rows, spent = _trace_token_row(model, request, base, kinds, position, window, samples)
+                for kind in kinds:
+                    scores[kind][position] = rows[kind]
+                    seconds[kind] += spent[kind]
+            yield Progress(position + 1, request.n_tokens, f"token {position + 1} of {request.n_tokens} ({', '.join(kinds)})")
     return TraceScores(scores, base.high, base.low, noise.level, samples, seconds)
