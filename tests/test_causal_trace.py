@@ -21,7 +21,8 @@ from workbench.results import load_results, save_result
 from workbench_causal_trace.noise import subject_noise
 from workbench_causal_trace.reference import trace_reference, traced_run
 from workbench_causal_trace.request import build_request
-from workbench_causal_trace.scoring import KINDS
+from workbench_causal_trace import tracing
+from workbench_causal_trace.scoring import KINDS, RESTORED_HOOK, restored_layers
 from workbench_causal_trace.tracing import causal_trace, trace_with_noise
 
 LAB_PROMPT = "t1 t2 t3 t4 t5 t6 t1 t2 t3"  # the induction head predicts t4 at the end
@@ -146,3 +147,39 @@ def test_smollm2_trace_recovers_clean_and_corrupted(smollm2):
     # (For SmolLM2 it is " iffel", the second subject token, more than the last one.)
     assert traced.scores["resid"][start:end, :10].max() > traced.low_score + 0.2
     assert traced.scores["resid"][-1, 24:].min() > traced.low_score + 0.2
+
+
+def test_window_shortcut_is_taken_only_where_blocks_decompose(lab_model, monkeypatch):
+    request = lab_request(lab_model)
+    noise = subject_noise(lab_model, request, samples=3, noise=0.0, noise_scale=3.0, seed=0)
+    with torch.inference_mode():
+        base = tracing._baselines(lab_model, request, noise, KINDS)
+        assert base.corrupted_mlp is not None and base.block_mlp is not None
+        # A block whose output is not input + attention + MLP(ln2(.)) (here: an MLP that the
+        # check sees doubled) must send windows back to their first block.
+        real = tracing._block_mlp
+        monkeypatch.setattr(tracing, "_block_mlp", lambda bridge: (lambda layer, x: 2 * real(bridge)(layer, x)))
+        base = tracing._baselines(lab_model, request, noise, KINDS)
+        assert base.corrupted_mlp is None and base.block_mlp is None
+    # Without the shortcut the fast path still equals the reference.
+    fast = run_to_completion(trace_with_noise(lab_model, request, noise, ("mlp", "attn"), window=1))
+    for kind in ("mlp", "attn"):
+        reference, _, _ = run_to_completion(trace_reference(lab_model, request, noise, kind, window=1))
+        np.testing.assert_allclose(fast.scores[kind], reference, atol=1e-5)
+
+
+@pytest.mark.smollm2
+def test_smollm2_window_cells_match_the_reference(smollm2):
+    # SmolLM2 (Llama blocks) takes the window shortcut; its cells against one-pass-per-cell runs.
+    request = build_request(smollm2, SMOL_PROMPT, smollm2.tokenize(SMOL_PROMPT), "The Eiffel Tower", "")
+    noise = subject_noise(smollm2, request, samples=3, noise=0.0, noise_scale=3.0, seed=2)
+    with torch.inference_mode():
+        assert tracing._baselines(smollm2, request, noise, ("mlp", "attn")).block_mlp is not None
+    traced = run_to_completion(trace_with_noise(smollm2, request, noise, ("mlp", "attn")))
+    end, last = request.subject_range[1], request.n_tokens - 1
+    with torch.inference_mode():
+        for kind in ("mlp", "attn"):
+            for position, layer in [(end - 1, 0), (end - 1, 8), (last, 20), (last, 29)]:
+                restored = restored_layers(kind, layer, smollm2.n_layers, 10)
+                _, expected = traced_run(smollm2, request, noise, [(RESTORED_HOOK[kind].format(l), position) for l in restored])
+                assert traced.scores[kind][position, layer] == pytest.approx(expected, abs=1e-4), (kind, position, layer)
