@@ -63,3 +63,16 @@ def test_hover_shows_the_cell_and_click_emits_it(qtbot, heatmap):
     with qtbot.waitSignal(heatmap.cell_clicked) as clicked:
         qtbot.mouseClick(heatmap.graphics.viewport(), Qt.LeftButton, pos=point)
     assert clicked.args == [1, 2] and heatmap.marker.isVisible()
+
+
+def test_a_long_title_wraps_and_the_view_still_shrinks(qtbot, heatmap):
+    title = "Attention pattern of layer 17 head 8 on the second prompt, averaged over the batch " * 2
+    heatmap.set_data(np.eye(4), title=title, x_title="key", y_title="query")
+    assert heatmap.title_label.text() == title and heatmap.title_label.isVisibleTo(heatmap)
+    assert heatmap.minimumSizeHint().width() < 300 < heatmap.title_label.fontMetrics().horizontalAdvance(title)
+    heatmap.resize(300, 420)
+    qtbot.waitUntil(lambda: heatmap.graphics.width() <= 300)
+    # The plot fits: its right edge (colour bar included) is inside the widget, not clipped.
+    assert heatmap.plot.sceneBoundingRect().right() <= heatmap.graphics.width() + 1
+    heatmap.set_data(np.eye(4))
+    assert not heatmap.title_label.isVisibleTo(heatmap)

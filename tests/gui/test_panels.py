@@ -14,7 +14,8 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, Q
 from workbench.errors import InputError
 from workbench.gui.panels import AnalysisPanel, PanelHost
 from workbench.gui.tasks import TaskState
-from workbench.gui.widgets.report_view import ReportView, SvgFigure
+from workbench.gui.widgets.report_view import TABLE_MAX_COLUMN_WIDTH, ReportView, SvgFigure
+from workbench.results.base import Figure, ReportSection, Table
 
 from tests.gui.helpers import LAB_PROMPT, wait_for_task
 
@@ -138,3 +139,27 @@ def test_export_data_from_the_menu_runs_as_a_task(qtbot, lab_window, tmp_path, m
     task = wait_for_task(qtbot, started.args[0])
     assert task.title == "Export Params test data" and task.state is TaskState.DONE
     assert json.loads(target.read_text())["plugin"] == "params-test"
+
+
+def test_long_table_text_is_elided_and_the_view_never_scrolls_sideways(qtbot):
+    prompt = "The Eiffel Tower, which was built for the 1889 World's Fair, is located in the city of " * 3
+    wide = Figure("wide", svg="<svg xmlns='http://www.w3.org/2000/svg' width='800' height='200'><rect width='800' height='200' fill='red'/></svg>")
+    rows = [["prompt", prompt, prompt.upper(), 0.5], ["neighbour", "short", "short", 0.25]]
+    section = ReportSection("Probes", figures=[wide], tables=[Table("Probes", ["kind", "prompt", "generation", "P"], rows)])
+    view = ReportView()
+    qtbot.addWidget(view)
+    view.resize(700, 600)
+    view.show()
+    view.show_report(section)
+    table, figure = view.table_views()[0], view.figure_widgets()[0]
+    assert table.columnWidth(1) == TABLE_MAX_COLUMN_WIDTH < table.fontMetrics().horizontalAdvance(prompt)
+    assert table.columnWidth(0) < TABLE_MAX_COLUMN_WIDTH  # short columns keep their natural width
+    assert table.item(0, 1).toolTip() == repr(prompt)  # the whole text stays one hover away
+
+    # Narrower than the figure and the table: the figure shrinks, the table scrolls inside itself,
+    # and the view does not scroll sideways.
+    qtbot.waitUntil(lambda: figure.width() < 800 and table.width() < table.sizeHint().width())
+    assert view.widget().width() <= view.viewport().width()
+    assert table.horizontalScrollBar().maximum() > 0
+    view.resize(1000, 600)
+    qtbot.waitUntil(lambda: figure.width() == 800 and table.width() == table.sizeHint().width())

@@ -92,6 +92,7 @@ class HeatmapView(QWidget):
     def __init__(self, parent=None, *, show_log_toggle: bool = False):
         super().__init__(parent)
         self.matrix = np.zeros((0, 0))
+        self.title = ""
         self.x_labels: list[str] = []
         self.y_labels: list[str] = []
         self.levels: tuple[float, float] = (0.0, 1.0)
@@ -130,12 +131,23 @@ class HeatmapView(QWidget):
         self.log_toggle = QCheckBox("log scale")
         self.log_toggle.setVisible(show_log_toggle)
         self.log_toggle.toggled.connect(self.set_log)
+        # The title is a wrapping label outside the plot: a title drawn in the plot scene sets the
+        # plot's minimum width, and a long one made the view clip instead of shrink.
+        self.title_label = QLabel("")
+        self.title_label.setTextFormat(Qt.PlainText)
+        self.title_label.setWordWrap(True)
+        self.title_label.setAlignment(Qt.AlignHCenter)
+        self.title_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.title_label.setStyleSheet("color: #222; background: white; font-weight: bold; padding-top: 3px;")
+        self.title_label.hide()
         top = QHBoxLayout()
         top.addWidget(self.readout, 1)
         top.addWidget(self.log_toggle)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
         layout.addLayout(top)
+        layout.addWidget(self.title_label)
         layout.addWidget(self.graphics, 1)
 
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
@@ -178,7 +190,9 @@ class HeatmapView(QWidget):
             self.log_toggle.blockSignals(False)
         self.x_axis.set_labels(self.x_labels)
         self.y_axis.set_labels(self.y_labels)
-        self.plot.setTitle(title, color="#222") if title else self.plot.setTitle(None)
+        self.title = title
+        self.title_label.setText(title)
+        self.title_label.setVisible(bool(title))
         self.plot.setLabel("bottom", x_title, color="#222")
         self.plot.setLabel("left", y_title, color="#222")
         self.marker.hide()

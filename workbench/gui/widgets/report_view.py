@@ -30,7 +30,12 @@ from .flow_layout import FlowLayout
 from .style import MUTED_COLOUR, TEXT_COLOUR, label, set_background
 
 TABLE_MAX_VISIBLE_ROWS = 16
+# Wider text (prompts, generations) is elided; the cell's tooltip has it whole. Without a cap one
+# long prompt makes the table wider than the panel, and the whole view scrolls sideways.
+TABLE_MAX_COLUMN_WIDTH = 340
 
+
+CONTENT_MARGIN, CARD_MARGIN = 8, 8
 
 # A tall figure is shrunk to fit the visible height, but never below this (text must stay legible).
 MIN_FIGURE_SCALE = 0.6
@@ -94,8 +99,20 @@ class TableView(QTableWidget):
                     item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.setItem(r, c, item)
         self.resizeColumnsToContents()
+        self.setTextElideMode(Qt.ElideRight)
+        for c in range(len(table.columns)):
+            if self.columnWidth(c) > TABLE_MAX_COLUMN_WIDTH:
+                self.setColumnWidth(c, TABLE_MAX_COLUMN_WIDTH)
         self.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Fixed)
         self.setFixedSize(self.sizeHint())
+
+    def fit_width(self, room: int) -> None:
+        """Take at most `room` pixels across; a wider table scrolls sideways inside itself."""
+        natural = self.sizeHint()
+        if natural.width() <= room:
+            self.setFixedSize(natural)
+        else:
+            self.setFixedSize(max(room, 120), natural.height() + self.horizontalScrollBar().sizeHint().height())
 
     def sizeHint(self) -> QSize:
         header = self.horizontalHeader()
@@ -108,7 +125,7 @@ class TableView(QTableWidget):
 def _card(title: str, body: QWidget, caption: str = "") -> QWidget:
     card = QWidget()
     layout = QVBoxLayout(card)
-    layout.setContentsMargins(0, 0, 8, 8)
+    layout.setContentsMargins(0, 0, CARD_MARGIN, CARD_MARGIN)
     layout.setSpacing(3)
     layout.addWidget(label(title, bold=True))
     layout.addWidget(body)
@@ -148,7 +165,7 @@ class ReportView(QScrollArea):
         content = QWidget()
         set_background(content, "white")
         layout = QVBoxLayout(content)
-        layout.setContentsMargins(8, 6, 8, 6)
+        layout.setContentsMargins(CONTENT_MARGIN, 6, CONTENT_MARGIN, 6)
         layout.addWidget(label(section.title, bold=True, size_delta=4))
         if section.how_to_read:
             layout.addWidget(label(section.how_to_read, colour=TEXT_COLOUR, wrap=True))
@@ -167,24 +184,31 @@ class ReportView(QScrollArea):
             layout.addWidget(label(note, wrap=True))
         layout.addStretch(1)
         self._set_content(content)
-        QTimer.singleShot(0, self, self._fit_figures)
+        QTimer.singleShot(0, self, self._fit_to_viewport)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        self._fit_figures()
+        self._fit_to_viewport()
 
-    def _fit_figures(self) -> None:
-        """Shrink tall SVG figures so each fits the visible height (down to MIN_FIGURE_SCALE)."""
+    def _fit_to_viewport(self) -> None:
+        """Shrink SVG figures to the visible width and height (down to MIN_FIGURE_SCALE) and let
+        wide tables scroll inside themselves, so the view itself never needs to scroll sideways."""
         content = self.widget()
         if content is None:
             return
+        room_across = self.viewport().width() - 2 * CONTENT_MARGIN - CARD_MARGIN
+        for table in self._tables:
+            table.fit_width(room_across)
         for figure in self._figures:
             if not isinstance(figure, SvgFigure):
                 continue
             top = figure.mapTo(content, QPoint(0, 0)).y()
-            room = self.viewport().height() - top - 50  # the caption below it
-            natural = figure.natural_size().height()
-            figure.set_scale(max(MIN_FIGURE_SCALE, min(1.0, room / natural)) if natural > 0 else 1.0)
+            room_down = self.viewport().height() - top - 50  # the caption below it
+            natural = figure.natural_size()
+            if natural.width() <= 0 or natural.height() <= 0:
+                continue
+            fit = min(1.0, room_down / natural.height(), room_across / natural.width())
+            figure.set_scale(max(MIN_FIGURE_SCALE, fit))
 
     @staticmethod
     def _figure_body(figure: Figure) -> QWidget:
