@@ -111,6 +111,12 @@ def test_plugin_result_json_and_hdf5(lab_model, plugin, tmp_path):
     assert np.asarray(out["scores"]["mlp"]).shape == (10, 2)
     section = result.report()
     assert len(section.figures) == 3 and all(f.svg.startswith("<svg") for f in section.figures)
+    for kind, figure in zip(KINDS, section.figures):
+        # The colour scale covers every cell and both reference probabilities, and the caption says so.
+        low, high = result.colour_limits(kind)
+        table = result.table(kind)
+        assert low == min(table.min(), result.low_score) and high == max(table.max(), result.high_score)
+        assert f"Colours run from {low:.3g} to {high:.3g}" in figure.caption
 
     path = tmp_path / "trace.h5"
     save_result(path, result, "trace")

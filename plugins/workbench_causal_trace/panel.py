@@ -74,7 +74,7 @@ class CausalTracePanel(AnalysisPanel):
                 table = result.table(kind)
                 heatmap.set_data(table, layers, labels, title=SHORT_TITLES[kind], x_title="layer",
                                  y_title="token", colormap_name=KIND_COLOURS[kind],
-                                 levels=(min(result.low_score, float(table.min())), max(result.high_score, float(table.max()))),
+                                 levels=result.colour_limits(kind),
                                  signed=False, value_format="{:.4f}")
 
     def _mode_toggled(self, button_id: int, checked: bool) -> None:

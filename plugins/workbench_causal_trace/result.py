@@ -79,11 +79,20 @@ class CausalTraceResult(Result):
             },
         }
 
+    def colour_limits(self, kind: str) -> tuple[float, float]:
+        """From the lowest cell (or the corrupted P) to the highest (or the clean P).
+
+        Cells can fall below the corrupted probability (noise); the scale takes them in
+        rather than clipping them to the corrupted run's colour."""
+        table = self.table(kind)
+        return min(self.low_score, float(table.min())), max(self.high_score, float(table.max()))
+
     def report(self) -> ReportSection:
         labels = self.token_labels()
         figures = []
         for kind in self.kinds:
             table = self.table(kind)
+            low, high = self.colour_limits(kind)
             svg = heatmap(
                 table,
                 x_labels=[str(layer) for layer in range(table.shape[1])],
@@ -92,14 +101,14 @@ class CausalTraceResult(Result):
                 x_title="layer",
                 y_title="token (* = subject)",
                 colormap={"resid": "purples", "mlp": "greens", "attn": "reds"}.get(kind, "viridis"),
-                vmin=min(self.low_score, float(table.min())),
-                vmax=max(self.high_score, float(table.max())),
+                vmin=low,
+                vmax=high,
             )
             token, layer, effect = self.peak(kind)
             figures.append(Figure(
                 title=KIND_TITLES[kind],
                 svg=svg,
-                caption=f"Colour floor: the corrupted probability {self.low_score:.3f}; clean {self.high_score:.3f}. "
+                caption=f"Colours run from {low:.3g} to {high:.3g}; P({self.answer.strip()}) is {self.low_score:.3f} corrupted and {self.high_score:.3f} clean. "
                 f"Strongest cell: {self.tokens[token]!r} at layer {layer} (indirect effect {effect:+.3f}).",
             ))
         rows = []

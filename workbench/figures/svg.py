@@ -6,6 +6,7 @@ nor a plotting library in headless runs.
 
 from __future__ import annotations
 
+import math
 from html import escape
 from typing import Sequence
 
@@ -28,6 +29,27 @@ def _fmt(value: float) -> str:
     if magnitude != 0 and (magnitude < 1e-2 or magnitude >= 1e4):
         return f"{value:.2e}"
     return f"{value:.3g}"
+
+
+def nice_ticks(lo: float, hi: float, target: int = 5, whole: bool = False) -> np.ndarray:
+    """Round tick values (multiples of 1, 2 or 5 × 10^k) inside [lo, hi]: the finest such step
+    that gives at most target + 1 ticks.
+
+    whole: only whole numbers (steps, layers, positions)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return np.array([lo])
+    raw = (hi - lo) / max(target - 1, 1)
+    exponent = math.floor(math.log10(raw))
+
+    def count(step: float) -> int:
+        return math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1
+
+    steps = (m * 10.0**k for k in range(exponent - 1, exponent + 3) for m in (1, 2, 5))
+    step = next(s for s in steps if (s >= 1 or not whole) and count(s) <= target + 1)
+    first = math.ceil(lo / step - 1e-9)
+    ticks = (first + np.arange(count(step))) * step
+    ticks[np.abs(ticks) < step * 1e-9] = 0.0  # no "-0"
+    return ticks
 
 
 def heatmap(
@@ -157,13 +179,11 @@ def line_chart(
     if title:
         out.append(f"<text x='{left:.0f}' y='18' font-size='13' font-weight='bold'>{escape(title)}</text>")
     out.append(f"<rect x='{left}' y='{top}' width='{plot_w:.1f}' height='{plot_h:.1f}' fill='none' stroke='#999'/>")
-    for tick in np.linspace(lo + pad, hi - pad, 5):
+    for tick in nice_ticks(lo, hi):
         out.append(f"<line x1='{left - 4}' x2='{left}' y1='{py(tick):.1f}' y2='{py(tick):.1f}' stroke='#999'/>")
         out.append(f"<text x='{left - 6}' y='{py(tick) + 4:.1f}' text-anchor='end'>{_fmt(float(tick))}</text>")
-    x_ticks = np.linspace(x0, x1, min(6, max(2, len(xs))))
-    if xs.size and np.all(xs == np.round(xs)):  # steps, layers: whole-number ticks only
-        x_ticks = np.unique(np.round(x_ticks))
-    for tick in x_ticks:
+    whole = bool(xs.size) and bool(np.all(xs == np.round(xs)))  # steps, layers: whole-number ticks only
+    for tick in nice_ticks(x0, x1, target=min(6, max(2, len(xs))), whole=whole):
         out.append(f"<text x='{px(tick):.1f}' y='{top + plot_h + 14:.1f}' text-anchor='middle'>{_fmt(float(tick))}</text>")
     for i, (name, values) in enumerate(arrays.items()):
         colour = palette[i % len(palette)]
