@@ -20,6 +20,7 @@ from workbench.progress import run_to_completion
 from workbench.report import ReportEntry, build_report, parse_spec, render_html, report_from_results
 from workbench.report.build import Report
 from workbench.report.pagination import Block, paginate
+from workbench.report.spec import check_spec, load_spec
 from workbench.results import load_results
 
 PROMPT = "t1 t2 t3 t4 t1 t2 t3"
@@ -452,3 +453,11 @@ def test_a_required_parameter_left_out_fails_before_the_model_loads(tmp_path, mo
     err = capsys.readouterr().err
     assert "s.toml line 4 (needs-subject): parameter 'subject' needs a value. (add it to params: subject accepts non-empty text)" in err
     assert "loading" not in err
+
+
+def test_the_example_spec_is_valid_and_covers_every_builtin_plugin():
+    spec = load_spec(REPO / "examples" / "report.toml")
+    check_spec(spec, discover_plugins())  # raises, naming the entry, on a bad parameter or missing file
+    assert {a.plugin for a in spec.analyses} == set(builtin_plugin_ids())
+    # ROME leaves the model edited, so it must come after every analysis that reads the model.
+    assert spec.analyses[-1].plugin == "rome"
