@@ -27,6 +27,9 @@ class RomePanel(AnalysisPanel):
         heading.setStyleSheet("font-weight: bold")
         self.history = QListWidget()
         self.history.setToolTip("Applied edits in black; undone edits (redo brings them back) in grey")
+        # Long requests wrap to the list's width rather than scroll sideways.
+        self.history.setWordWrap(True)
+        self.history.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.undo_button = QPushButton("Undo")
         self.redo_button = QPushButton("Redo")
         self.undo_button.clicked.connect(self.undo)
@@ -76,6 +79,7 @@ class RomePanel(AnalysisPanel):
             return
         for text, applied in stack.history():
             item = QListWidgetItem(("✓ " if applied else "↶ ") + text)
+            item.setToolTip(text + ("" if applied else " (undone)"))
             if not applied:
                 item.setForeground(Qt.gray)
             self.history.addItem(item)

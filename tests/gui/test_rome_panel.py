@@ -54,6 +54,14 @@ def test_rome_panel_edits_off_the_gui_thread_and_undo_redo_work(qtbot, lab_windo
 
     stack = EditStack.of(model)
     assert len(stack.applied) == 1 and panel.history.count() == 1
+    # The request wraps inside the history list instead of running off its side.
+    panel.history.setFixedWidth(90)
+    qtbot.waitUntil(lambda: panel.history.viewport().width() < 90)
+    assert panel.history.fontMetrics().horizontalAdvance(panel.history.item(0).text()) > 90
+    assert panel.history.visualItemRect(panel.history.item(0)).width() <= panel.history.viewport().width()
+    panel.history.setMinimumWidth(0)
+    panel.history.setMaximumWidth(16777215)
+    assert panel.history.item(0).toolTip() in panel.history.item(0).text()
     assert model.fingerprint == panel.result.fingerprint_after != fingerprint
     assert panel.result.p_after[0, 0] > panel.result.p_after[0, 1]
     edited = weights(model)
