@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from workbench.editing import EditStack, load_edit, mlp_output, save_edit, save_edited_model
-from workbench.editing.covariance import key_statistics
+from workbench.editing.covariance import key_statistics, stats_folder
 from workbench.editing.delta_pass import DeltaPass
+from workbench.editing.edits import base_fingerprint
 from workbench.editing.prompts import make_request, target_probabilities
 from workbench.editing.rome import RomeHparams, compute_edit
 from workbench.errors import InputError
@@ -123,6 +124,14 @@ def test_key_statistics_are_cached_and_symmetric(lab, lab_corpus):
     assert np.allclose(c, c.T, atol=1e-6)
     assert np.linalg.eigvalsh(c.astype(np.float64)).min() > 0  # full rank: invertible
     assert first.n_keys >= 10 * int(lab.cfg.d_mlp)
+
+    # An entry damaged on disk (a kill, a full disk) is computed again, not an error.
+    [entry] = [p for p in stats_folder().rglob("layer1-*.h5") if p.parent.name == base_fingerprint(lab)]
+    entry.write_bytes(entry.read_bytes()[:300])
+    recomputed = run_to_completion(key_statistics(lab, 1, corpus=lab_corpus))
+    assert not recomputed.from_cache and np.array_equal(recomputed.second_moment, first.second_moment)
+    assert run_to_completion(key_statistics(lab, 1, corpus=lab_corpus)).from_cache
+    assert not list(stats_folder().rglob("*.partial"))
 
 
 def test_update_writes_v_star_for_k_star_and_spares_c_orthogonal_keys(lab, lab_edit):

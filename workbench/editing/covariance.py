@@ -1,13 +1,16 @@
 """The uncentred second moment C = E[k kᵀ] of one layer's MLP keys over a text corpus.
 
-Computed once per (unedited model, layer, corpus) and kept in an HDF5 file under the
-cache folder, so later edits at that layer only read it. ROME used Wikipedia (about
+Computed once per (unedited model, layer, corpus) and kept as one small HDF5 file per
+entry under the cache folder, so later edits at that layer only read it. Each file is
+written whole and then renamed into place: a kill mid-write leaves no half-written
+entry, and an unreadable one is computed again rather than failing the edit. ROME used Wikipedia (about
 44M keys per layer); about 10 × d_mlp keys keep most of the quality (Gupta et al. 2025).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +32,7 @@ BATCH_SEQUENCES = 8
 # A corpus the tokenizer mostly cannot read (the lab model's t0..t63 vocabulary meets
 # English) is replaced by text sampled from the model itself.
 MAX_UNKNOWN_SHARE = 0.2
-STATS_FILE = "rome-key-stats.h5"
+STATS_FOLDER = "rome-key-stats"
 
 
 @dataclass
@@ -42,8 +45,8 @@ class KeyStats:
     from_cache: bool = False
 
 
-def stats_path() -> Path:
-    return cache_dir() / STATS_FILE
+def stats_folder() -> Path:
+    return cache_dir() / STATS_FOLDER
 
 
 def shipped_corpus() -> Path:
@@ -113,36 +116,37 @@ def _corpus_key(model, corpus: str) -> str:
     return "file-" + hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def _group_name(base_fingerprint: str, layer: int, corpus_key: str, n_tokens: int) -> str:
-    return f"{base_fingerprint}/layer{layer}/{corpus_key}-n{n_tokens}"
+def entry_path(base_fingerprint: str, layer: int, corpus_key: str, n_tokens: int, folder: Path | None = None) -> Path:
+    return (folder or stats_folder()) / base_fingerprint / f"layer{layer}-{corpus_key}-n{n_tokens}.h5"
 
 
-def read_cached(base_fingerprint: str, layer: int, corpus_key: str, n_tokens: int, path: Path | None = None) -> KeyStats | None:
-    path = path or stats_path()
+def read_cached(base_fingerprint: str, layer: int, corpus_key: str, n_tokens: int, folder: Path | None = None) -> KeyStats | None:
+    """The stored entry, or None when there is none or it cannot be read (it is then recomputed)."""
+    path = entry_path(base_fingerprint, layer, corpus_key, n_tokens, folder)
     if not path.is_file():
         return None
-    name = _group_name(base_fingerprint, layer, corpus_key, n_tokens)
     try:
         with h5py.File(path, "r") as f:
-            if name not in f:
-                return None
-            group = f[name]
-            return KeyStats(layer, group["second_moment"][()], int(group.attrs["n_keys"]), str(group.attrs["corpus"]), 0.0, from_cache=True)
-    except OSError:
+            moment = f["second_moment"][()]
+            stats = KeyStats(layer, moment, int(f.attrs["n_keys"]), str(f.attrs["corpus"]), 0.0, from_cache=True)
+    except Exception:  # truncated, foreign or damaged: any failure means "not cached"
         return None
+    return stats if moment.ndim == 2 and moment.shape[0] == moment.shape[1] else None
 
 
-def _write_cache(stats: KeyStats, base_fingerprint: str, corpus_key: str, n_tokens: int, path: Path | None = None) -> None:
-    path = path or stats_path()
-    name = _group_name(base_fingerprint, stats.layer, corpus_key, n_tokens)
-    with h5py.File(path, "a") as f:
-        if name in f:
-            del f[name]
-        group = f.create_group(name)
-        group.create_dataset("second_moment", data=stats.second_moment, compression="gzip")
-        group.attrs["n_keys"] = stats.n_keys
-        group.attrs["corpus"] = stats.corpus
-        group.attrs["seconds"] = stats.seconds
+def _write_cache(stats: KeyStats, base_fingerprint: str, corpus_key: str, n_tokens: int, folder: Path | None = None) -> None:
+    path = entry_path(base_fingerprint, stats.layer, corpus_key, n_tokens, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    try:
+        with h5py.File(partial, "w") as f:
+            f.create_dataset("second_moment", data=stats.second_moment, compression="gzip")
+            f.attrs["n_keys"] = stats.n_keys
+            f.attrs["corpus"] = stats.corpus
+            f.attrs["seconds"] = stats.seconds
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -162,7 +166,7 @@ def _unedited(model):
             edit.restore_after()
 
 
-def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = None, path: Path | None = None):
+def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = None, folder: Path | None = None):
     """Generator: yields Progress and returns KeyStats of layer's MLP keys (cached on disk).
 
     corpus: '' for the shipped corpus, 'sample' for text sampled from the model, or a file path.
@@ -174,7 +178,7 @@ def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = N
     n_tokens = int(n_tokens or KEYS_PER_DIMENSION * d_mlp)
     corpus_key = _corpus_key(model, corpus)
     base = base_fingerprint(model)
-    cached = read_cached(base, layer, corpus_key, n_tokens, path)
+    cached = read_cached(base, layer, corpus_key, n_tokens, folder)
     if cached is not None:
         return cached
     started = time.perf_counter()
@@ -209,5 +213,5 @@ def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = N
             done += sum(len(s) for s in batch)
             yield Progress(done, total_tokens, f"key statistics of layer {layer}: {done} of {total_tokens} tokens")
     stats = KeyStats(layer, (moment / count).float().numpy(), count, label, time.perf_counter() - started)
-    _write_cache(stats, base, corpus_key, n_tokens, path)
+    _write_cache(stats, base, corpus_key, n_tokens, folder)
     return stats
