@@ -3,8 +3,10 @@
 Computed once per (unedited model, layer, corpus) and kept as one small HDF5 file per
 entry under the cache folder, so later edits at that layer only read it. Each file is
 written whole and then renamed into place: a kill mid-write leaves no half-written
-entry, and an unreadable one is computed again rather than failing the edit. ROME used Wikipedia (about
-44M keys per layer); about 10 × d_mlp keys keep most of the quality (Gupta et al. 2025).
+entry, and an unreadable one is computed again rather than failing the edit.
+
+ROME used Wikipedia (about 44M keys per layer); about 10 × d_mlp keys keep most of
+the quality (Gupta et al. 2025).
 """
 
 from __future__ import annotations

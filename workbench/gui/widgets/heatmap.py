@@ -92,7 +92,6 @@ class HeatmapView(QWidget):
     def __init__(self, parent=None, *, show_log_toggle: bool = False):
         super().__init__(parent)
         self.matrix = np.zeros((0, 0))
-        self.title = ""
         self.x_labels: list[str] = []
         self.y_labels: list[str] = []
         self.levels: tuple[float, float] = (0.0, 1.0)
@@ -190,7 +189,6 @@ class HeatmapView(QWidget):
             self.log_toggle.blockSignals(False)
         self.x_axis.set_labels(self.x_labels)
         self.y_axis.set_labels(self.y_labels)
-        self.title = title
         self.title_label.setText(title)
         self.title_label.setVisible(bool(title))
         self.plot.setLabel("bottom", x_title, color="#222")

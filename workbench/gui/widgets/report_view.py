@@ -33,8 +33,6 @@ TABLE_MAX_VISIBLE_ROWS = 16
 # Wider text (prompts, generations) is elided; the cell's tooltip has it whole. Without a cap one
 # long prompt makes the table wider than the panel, and the whole view scrolls sideways.
 TABLE_MAX_COLUMN_WIDTH = 340
-
-
 CONTENT_MARGIN, CARD_MARGIN = 8, 8
 
 # A tall figure is shrunk to fit the visible height, but never below this (text must stay legible).
