@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from workbench.hooks.partial_run import logits_from_layer
+from workbench.hooks.partial_run import logits_from_layer, prefix_cache
 from workbench.models import LoadedModel
 from workbench.progress import Progress
 
@@ -142,21 +142,6 @@ def _blocks_decompose(bridge, parts: dict[str, torch.Tensor], entering: list[tor
     return True
 
 
-def _prefix_cache(kv, position: int, copies: int):
-    """A KV cache holding the corrupted run's keys and values for positions < position,
-    repeated for each cell of a pass (rows are cell-major, sample-minor)."""
-    if position == 0:
-        return None
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for index, layer in enumerate(kv.layers):
-        keys = layer.keys[:, :, :position].repeat(copies, 1, 1, 1)
-        values = layer.values[:, :, :position].repeat(copies, 1, 1, 1)
-        cache.update(keys, values, index)
-    return cache
-
-
 def _restore_rows(state: torch.Tensor, rows: torch.Tensor):
     """Hook writing the clean state into local position 0 (the restored token) of `rows`."""
 
@@ -253,7 +238,9 @@ def _trace_token_row(
         for name, indices in restore_at.items():
             rows = torch.tensor([i * samples + s for i in indices for s in range(samples)], device=residual.device)
             hooks.append((name, _restore_rows(base.clean[name][position], rows)))
-        cache = _prefix_cache(base.corrupted_kv, position, len(chunk)) if start < n_layers else None
+        # The corrupted run's keys and values before the restored token, one copy per cell
+        # (rows are cell-major, sample-minor).
+        cache = prefix_cache(base.corrupted_kv, position, len(chunk)) if start < n_layers else None
         logits = logits_from_layer(
             bridge, residual, start, fwd_hooks=hooks, past_key_values=cache, select=lambda normed: normed[:, first_scored:]
         )

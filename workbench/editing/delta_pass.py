@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ..hooks.partial_run import logits_from_layer
+from ..hooks.partial_run import logits_from_layer, prefix_cache, select_hook
 from .prompts import padded_batch
 from .target import MlpOutput
 
@@ -81,19 +81,9 @@ class DeltaPass:
         self.mask = mask
         self.suffix_positions = positions[:, first:]
         self.block_output = kept[names[2]][:, first:]
-        self.prefix_kv = [(entry.keys[:, :, :first], entry.values[:, :, :first]) for entry in kv.layers]
+        self.kv = kv
         self.needed_local = self.needed_pos - self.edit_pos[:, None]
         return True
-
-    def _prefix_cache(self):
-        if self.first == 0:
-            return None
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        for index, (keys, values) in enumerate(self.prefix_kv):
-            cache.update(keys, values, index)  # a copy: the stored prefix stays intact
-        return cache
 
     def _select(self, needed: torch.Tensor):
         def select(normed: torch.Tensor) -> torch.Tensor:
@@ -108,7 +98,7 @@ class DeltaPass:
         start = self.target.layer + 1
         extra = {}
         if start < len(self.bridge.blocks):
-            extra = {"past_key_values": self._prefix_cache(), "attention_mask": self.mask, "position_ids": self.suffix_positions}
+            extra = {"past_key_values": prefix_cache(self.kv, self.first), "attention_mask": self.mask, "position_ids": self.suffix_positions}
         return logits_from_layer(self.bridge, entering, start, select=self._select(self.needed_local), **extra)
 
     # -- the whole model, δ added by a hook ---------------------------------------------
@@ -122,6 +112,6 @@ class DeltaPass:
             return bumped
 
         select = self._select(self.needed_pos)
-        hooks = [(self.target.value_hook, add_delta), ("unembed.hook_in", lambda activation, hook=None: select(activation))]
+        hooks = [(self.target.value_hook, add_delta), select_hook(select)]
         with self.bridge.hooks(fwd_hooks=hooks):
             return self.bridge(padded_batch(self.rows).to(self.device), return_type="logits")

@@ -32,6 +32,29 @@ def _identity(hidden_states=None, *args, **kwargs):
     return hidden_states if hidden_states is not None else kwargs["hidden_states"]
 
 
+def prefix_cache(kv, length: int, copies: int = 1):
+    """An HF KV cache with the first `length` positions of `kv` (an HF cache of an earlier
+    pass), its rows tiled `copies` times; None when there is no prefix. Passes that compute
+    only later positions read the earlier positions' keys and values from it."""
+    if length == 0:
+        return None
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for index, layer in enumerate(kv.layers):
+        keys, values = layer.keys[:, :, :length], layer.values[:, :, :length]
+        if copies > 1:
+            keys, values = keys.repeat(copies, 1, 1, 1), values.repeat(copies, 1, 1, 1)
+        cache.update(keys, values, index)  # the cache grows by new tensors: kv stays intact
+    return cache
+
+
+def select_hook(select: Callable[[torch.Tensor], torch.Tensor]):
+    """A hook for `unembed.hook_in` that keeps only the positions whose logits are wanted:
+    projecting every position onto the vocabulary costs as much as several blocks."""
+    return ("unembed.hook_in", lambda activation, hook=None: select(activation))
+
+
 def logits_from_layer(
     bridge,
     residual: torch.Tensor,
@@ -46,15 +69,14 @@ def logits_from_layer(
 
     start == n_layers runs only the final norm and the unembedding (no hook runs then).
     select maps the unembedding's input [batch, pos, d_model] to the positions whose
-    logits are wanted: projecting every position onto the vocabulary would otherwise
-    cost as much as several blocks. forward_kwargs (attention_mask, position_ids) go
-    to the bridge's forward.
+    logits are wanted (see select_hook). forward_kwargs (attention_mask, position_ids)
+    go to the bridge's forward.
     """
     if start >= len(bridge.blocks):
         normed = bridge.ln_final(residual)
         return bridge.unembed(select(normed) if select is not None else normed)
     hooks = list(fwd_hooks)
     if select is not None:
-        hooks.append(("unembed.hook_in", lambda activation, hook=None: select(activation)))
+        hooks.append(select_hook(select))
     with skipping_blocks_before(bridge, start), bridge.hooks(fwd_hooks=hooks):
         return bridge(residual, start_at_layer=start, past_key_values=past_key_values, return_type="logits", **forward_kwargs)
