@@ -109,3 +109,18 @@ def test_killed_cache_leaves_an_incomplete_run(tmp_path):
     assert result.returncode == 0, result.stderr
     with ActivationStore(out) as store:
         assert [r.complete for r in store.runs()] == [False, True]
+
+
+def test_torch_threads_variable_sets_the_threads_of_every_command(monkeypatch, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("WORKBENCH_TORCH_THREADS", "1")
+        assert main(["models", "--json"]) == 0
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("WORKBENCH_TORCH_THREADS", "two")
+        assert main(["models", "--json"]) == 2
+        assert "WORKBENCH_TORCH_THREADS is 'two'" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

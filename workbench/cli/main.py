@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import WorkbenchError
 from ..progress import run_to_completion
+from ..threads import apply_torch_threads, chosen_torch_threads
 
 DEFAULT_MODEL = "smollm2"
 
@@ -449,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
             return 2
     try:
+        if chosen_torch_threads() is not None:
+            apply_torch_threads()
         return args.func(args)
     except WorkbenchError as exc:
         print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)

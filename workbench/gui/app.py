@@ -7,6 +7,7 @@ import signal
 import sys
 
 from ..errors import WorkbenchError
+from ..threads import apply_torch_threads
 
 APP_NAME = "Interpretability Workbench"
 
@@ -42,15 +43,9 @@ def leave_a_core_for_the_window() -> None:
     torch's intra-op threads fill every core (and spin on them for a while after
     each operation); with every core taken, the GUI thread got no CPU for
     100-200 ms at a time while an analysis ran. An explicit OMP_NUM_THREADS or
-    WORKBENCH_TORCH_THREADS (a number) wins.
+    WORKBENCH_TORCH_THREADS wins.
     """
-    import torch
-
-    chosen = os.environ.get("WORKBENCH_TORCH_THREADS", "").strip()
-    if chosen.isdigit():
-        torch.set_num_threads(max(1, int(chosen)))
-    elif not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    apply_torch_threads(default=(os.cpu_count() or 2) - 1)
 
 
 def prepare_runtime() -> None:
