@@ -71,8 +71,10 @@ def test_a_long_title_wraps_and_the_view_still_shrinks(qtbot, heatmap):
     assert heatmap.title_label.text() == title and heatmap.title_label.isVisibleTo(heatmap)
     assert heatmap.minimumSizeHint().width() < 300 < heatmap.title_label.fontMetrics().horizontalAdvance(title)
     heatmap.resize(300, 420)
-    qtbot.waitUntil(lambda: heatmap.graphics.width() <= 300)
     # The plot fits: its right edge (colour bar included) is inside the widget, not clipped.
-    assert heatmap.plot.sceneBoundingRect().right() <= heatmap.graphics.width() + 1
+    # Waited for, as the scene's layout follows the resize through posted events.
+    qtbot.waitUntil(
+        lambda: heatmap.graphics.width() <= 300 and heatmap.plot.sceneBoundingRect().right() <= heatmap.graphics.width() + 1
+    )
     heatmap.set_data(np.eye(4))
     assert not heatmap.title_label.isVisibleTo(heatmap)

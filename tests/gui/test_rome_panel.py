@@ -58,7 +58,8 @@ def test_rome_panel_edits_off_the_gui_thread_and_undo_redo_work(qtbot, lab_windo
     panel.history.setFixedWidth(90)
     qtbot.waitUntil(lambda: panel.history.viewport().width() < 90)
     assert panel.history.fontMetrics().horizontalAdvance(panel.history.item(0).text()) > 90
-    assert panel.history.visualItemRect(panel.history.item(0)).width() <= panel.history.viewport().width()
+    # The list lays its items out again after a delay, so the fit is waited for.
+    qtbot.waitUntil(lambda: panel.history.visualItemRect(panel.history.item(0)).width() <= panel.history.viewport().width())
     panel.history.setMinimumWidth(0)
     panel.history.setMaximumWidth(16777215)
     assert panel.history.item(0).toolTip() in panel.history.item(0).text()
