@@ -56,6 +56,7 @@ def test_cache_then_inspect(tmp_path, capsys):
         (["cache", "--model", "lab:induction", "--prompt", " ".join(["t1"] * 500), "--hooks", "attention", "--out", "{tmp}/a.h5"], "tokens long"),
         (["inspect", "{tmp}/foreign.h5"], "not a workbench activation store"),
         (["inspect", "{tmp}/missing.h5"], "No store"),
+        (["run", "causal-trace", "--model", "lab:induction", "--prompt", "t1 t2 t3", "--param", "subject=t9"], "not in the prompt"),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path, args, message):
@@ -66,6 +67,7 @@ def test_bad_input_gives_one_line_error(tmp_path, args, message):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+    assert "%|" not in result.stderr  # no progress bar before an error that came before any progress
 
 
 def test_killed_cache_leaves_an_incomplete_run(tmp_path):

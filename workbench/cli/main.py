@@ -341,12 +341,18 @@ def cmd_new_plugin(args) -> int:
 
 
 def _run_with_bar(job, quiet: bool):
-    """Drive a job with a progress bar on stderr; None when Ctrl-C stopped it (the job is closed)."""
+    """Drive a job with a progress bar on stderr; None when Ctrl-C stopped it (the job is closed).
+
+    The bar appears with the job's first progress report, so a request the job refuses
+    at once gives its error alone, not after an empty bar."""
     from tqdm import tqdm
 
-    bar = tqdm(total=100, unit="%", file=sys.stderr, disable=quiet, bar_format="{l_bar}{bar}| {elapsed}")
+    bars = []
 
     def show(progress) -> None:
+        if not bars:
+            bars.append(tqdm(total=100, unit="%", file=sys.stderr, disable=quiet, bar_format="{l_bar}{bar}| {elapsed}"))
+        bar = bars[0]
         bar.n = round(100 * progress.fraction)
         bar.set_description_str(progress.message[:40])
         bar.refresh()
@@ -357,7 +363,8 @@ def _run_with_bar(job, quiet: bool):
         job.close()
         return None
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
