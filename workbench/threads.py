@@ -27,14 +27,13 @@ def chosen_torch_threads() -> int | None:
     return int(text)
 
 
-def apply_torch_threads(default: int | None = None) -> int:
-    """Set torch's intra-op thread count: the user's choice, else `default`, else torch's own.
-    Returns the count in effect."""
-    import torch
-
+def apply_torch_threads(default: int | None = None) -> None:
+    """Set torch's intra-op thread count to the user's choice, else to `default`; with neither,
+    leave torch's own choice (and do not import torch)."""
     chosen = chosen_torch_threads()
     if chosen is None and default is not None and not os.environ.get("OMP_NUM_THREADS"):
         chosen = max(1, default)
     if chosen is not None:
+        import torch
+
         torch.set_num_threads(chosen)
-    return torch.get_num_threads()

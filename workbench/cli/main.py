@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import WorkbenchError
 from ..progress import run_to_completion
-from ..threads import apply_torch_threads, chosen_torch_threads
+from ..threads import apply_torch_threads
 
 DEFAULT_MODEL = "smollm2"
 
@@ -347,12 +347,12 @@ def _run_with_bar(job, quiet: bool):
     at once gives its error alone, not after an empty bar."""
     from tqdm import tqdm
 
-    bars = []
+    bar = None
 
     def show(progress) -> None:
-        if not bars:
-            bars.append(tqdm(total=100, unit="%", file=sys.stderr, disable=quiet, bar_format="{l_bar}{bar}| {elapsed}"))
-        bar = bars[0]
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=100, unit="%", file=sys.stderr, disable=quiet, bar_format="{l_bar}{bar}| {elapsed}")
         bar.n = round(100 * progress.fraction)
         bar.set_description_str(progress.message[:40])
         bar.refresh()
@@ -363,7 +363,7 @@ def _run_with_bar(job, quiet: bool):
         job.close()
         return None
     finally:
-        for bar in bars:
+        if bar is not None:
             bar.close()
 
 
@@ -457,8 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
             return 2
     try:
-        if chosen_torch_threads() is not None:
-            apply_torch_threads()
+        apply_torch_threads()
         return args.func(args)
     except WorkbenchError as exc:
         print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
