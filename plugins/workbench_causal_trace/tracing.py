@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from workbench.hooks.keeping import keeping
 from workbench.hooks.partial_run import logits_from_layer, prefix_cache
 from workbench.models import LoadedModel
 from workbench.progress import Progress
@@ -69,15 +70,6 @@ class _Baselines:
     low: float
 
 
-def _capture(store: dict, name: str, rows: int | None = None):
-    """Hook keeping a copy of the activation (its first `rows` rows, if given)."""
-
-    def keep(activation: torch.Tensor, hook=None) -> None:
-        store[name] = activation[:rows].detach().clone()
-
-    return keep
-
-
 def _baselines(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, kinds: tuple[str, ...]) -> _Baselines:
     bridge = model.bridge
     device = next(bridge.parameters()).device
@@ -86,19 +78,19 @@ def _baselines(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, k
     ids = torch.tensor([request.sequence], device=device)
     names = [RESTORED_HOOK[kind].format(layer) for kind in kinds for layer in range(n_layers)]
     clean: dict[str, torch.Tensor] = {}
-    logits = bridge.run_with_hooks(ids, fwd_hooks=[(name, _capture(clean, name)) for name in names], return_type="logits")
+    logits = bridge.run_with_hooks(ids, fwd_hooks=[(name, keeping(clean, name, copy=True)) for name in names], return_type="logits")
     high = float(target_probability(logits, request.target_ids, request.n_tokens - 1)[0])
     clean = {name: value[0] for name, value in clean.items()}
 
     resid_pre: dict[str, torch.Tensor] = {}
     hooks = [("hook_embed", noise.hook())]
-    hooks += [(f"blocks.{layer}.hook_resid_pre", _capture(resid_pre, f"blocks.{layer}.hook_resid_pre")) for layer in range(n_layers)]
-    hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", _capture(resid_pre, "final")))
+    hooks += [(f"blocks.{layer}.hook_resid_pre", keeping(resid_pre, f"blocks.{layer}.hook_resid_pre", copy=True)) for layer in range(n_layers)]
+    hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", keeping(resid_pre, "final", copy=True)))
     parts: dict[str, torch.Tensor] = {}
     if "mlp" in kinds or "attn" in kinds:
         # Every sample's MLP outputs are reused; the other parts serve only the check (one sample).
         for part, rows in (("hook_resid_mid", 1), ("hook_mlp_out", None), ("hook_attn_out", 1)):
-            hooks += [(f"blocks.{layer}.{part}", _capture(parts, f"blocks.{layer}.{part}", rows)) for layer in range(n_layers)]
+            hooks += [(f"blocks.{layer}.{part}", keeping(parts, f"blocks.{layer}.{part}", rows, copy=True)) for layer in range(n_layers)]
     with bridge.hooks(fwd_hooks=hooks):
         logits, kv = bridge(ids.repeat(samples, 1), return_type="logits_and_cache")
     low = float(target_probability(logits, request.target_ids, request.n_tokens - 1).mean())

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..hooks.keeping import keeping
 from ..paths import assets_dir, cache_dir
 from ..progress import Progress
 from .target import mlp_output
@@ -193,10 +194,7 @@ def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = N
     moment = torch.zeros(d_mlp, d_mlp, dtype=torch.float64)
     count, done = 0, 0
     keys: dict[str, torch.Tensor] = {}
-
-    def grab(tensor, hook):
-        keys["k"] = tensor.detach()
-
+    grab = keeping(keys, "k")
     with _unedited(model):
         for start in range(0, len(seqs), BATCH_SEQUENCES):
             batch = seqs[start : start + BATCH_SEQUENCES]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from ..hooks.keeping import keeping
 from ..hooks.partial_run import logits_from_layer, prefix_cache, select_hook
 from .prompts import padded_batch
 from .target import MlpOutput
@@ -62,14 +63,7 @@ class DeltaPass:
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
         names = [f"blocks.{layer}.hook_resid_mid", self.target.value_hook, f"blocks.{layer}.hook_resid_post"]
         kept: dict[str, torch.Tensor] = {}
-
-        def keeper(name: str):
-            def keep(activation, hook):
-                kept[name] = activation.detach()
-
-            return keep
-
-        with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, keeper(name)) for name in names]):
+        with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, keeping(kept, name)) for name in names]):
             _, kv = bridge(ids, attention_mask=mask, position_ids=positions, return_type="logits_and_cache")
         if set(kept) != set(names) or kv is None:
             return False
