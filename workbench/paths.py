@@ -10,10 +10,15 @@ import platformdirs
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def cache_dir() -> Path:
-    """User cache folder (converted models, fingerprints); WORKBENCH_CACHE_DIR overrides it."""
+def cache_dir_location() -> Path:
+    """Where the user cache folder is, without creating it; WORKBENCH_CACHE_DIR overrides it."""
     override = os.environ.get("WORKBENCH_CACHE_DIR")
-    path = Path(override) if override else Path(platformdirs.user_cache_dir("interpretability-workbench"))
+    return Path(override) if override else Path(platformdirs.user_cache_dir("interpretability-workbench"))
+
+
+def cache_dir() -> Path:
+    """User cache folder (converted models, fingerprints), created when missing."""
+    path = cache_dir_location()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from workbench.hooks.keeping import keeping
-from workbench.hooks.partial_run import logits_from_layer, prefix_cache
+from workbench.hooks.kv_cache import check_kv_cache, prefix_cache
+from workbench.hooks.partial_run import logits_from_layer
 from workbench.models import LoadedModel
 from workbench.progress import Progress
 
@@ -270,6 +271,8 @@ def causal_trace(
 def trace_with_noise(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, kinds: tuple[str, ...], window: int = 10):
     samples = noise.samples.shape[0]
     scores = {kind: np.zeros((request.n_tokens, model.n_layers), dtype=np.float32) for kind in kinds}
+    # Before the corrupted pass: it is the pass whose cache later passes read.
+    check_kv_cache(model.bridge)
     with torch.inference_mode():
         started = time.perf_counter()
         base = _baselines(model, request, noise, kinds)

@@ -330,6 +330,20 @@ def cmd_report(args) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_doctor(args) -> int:
+    from ..doctor import diagnose
+
+    report = diagnose(print_line=None if args.json == "-" else print, self_check=not args.no_self_check)
+    if args.json:
+        text = json.dumps(report, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+            print(f"wrote {args.json}", file=sys.stderr)
+    return 0 if report["ok"] else 1
+
+
 def cmd_new_plugin(args) -> int:
     from ..plugin_api.template import write_plugin_template
 
@@ -438,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="FILE.h5", help="an activation store to read and fill (default: the spec's store, else a temporary one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("doctor", help="versions, the lock, devices, the cache folder, and a self-check on the lab model (paste it into bug reports)")
+    p.add_argument("--json", metavar="FILE", help="also write the diagnosis as JSON ('-': print only the JSON)")
+    p.add_argument("--no-self-check", action="store_true", help="only report the installation")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("new-plugin", help="write a working plugin package to start from")
     p.add_argument("name", help="the plugin's id (lower-case letters, digits, dashes)")

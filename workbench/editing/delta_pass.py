@@ -13,18 +13,24 @@ only that MLP output changes between steps. So:
 - Only the positions whose logits are scored are projected onto the vocabulary.
 
 This needs the block's output to be the residual before the MLP plus the MLP output.
-For an architecture where it is not (a norm after the MLP), each step runs the whole
-model with δ added by a hook, as the reference code does.
+For an architecture where it is not (a norm after the MLP), or where the bridge cannot
+reuse keys and values (workbench.hooks.kv_cache), each step runs the whole model with δ
+added by a hook, as the reference code does.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from ..hooks.keeping import keeping
-from ..hooks.partial_run import logits_from_layer, prefix_cache, select_hook
+from ..hooks.kv_cache import KVCacheUnsupported, check_kv_cache, prefix_cache
+from ..hooks.partial_run import logits_from_layer, select_hook
 from .prompts import padded_batch
 from .target import MlpOutput
+
+logger = logging.getLogger(__name__)
 
 
 class DeltaPass:
@@ -50,6 +56,11 @@ class DeltaPass:
 
     def _prepare_suffix_pass(self) -> bool:
         bridge, layer = self.bridge, self.target.layer
+        try:
+            check_kv_cache(bridge)
+        except KVCacheUnsupported as exc:
+            logger.warning("ROME's v* search runs the whole model on every step: %s", exc)
+            return False
         first = int(self.edit_pos.max())  # the column every row's edit position moves to
         shifts = [first - int(e) for e in self.edit_pos]
         width = first + max(len(row) - int(e) for row, e in zip(self.rows, self.edit_pos))

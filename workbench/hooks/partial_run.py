@@ -32,23 +32,6 @@ def _identity(hidden_states=None, *args, **kwargs):
     return hidden_states if hidden_states is not None else kwargs["hidden_states"]
 
 
-def prefix_cache(kv, length: int, copies: int = 1):
-    """An HF KV cache with the first `length` positions of `kv` (an HF cache of an earlier
-    pass), its rows tiled `copies` times; None when there is no prefix. Passes that compute
-    only later positions read the earlier positions' keys and values from it."""
-    if length == 0:
-        return None
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for index, layer in enumerate(kv.layers):
-        keys, values = layer.keys[:, :, :length], layer.values[:, :, :length]
-        if copies > 1:
-            keys, values = keys.repeat(copies, 1, 1, 1), values.repeat(copies, 1, 1, 1)
-        cache.update(keys, values, index)  # the cache grows by new tensors: kv stays intact
-    return cache
-
-
 def select_hook(select: Callable[[torch.Tensor], torch.Tensor]):
     """A hook for `unembed.hook_in` that keeps only the positions whose logits are wanted:
     projecting every position onto the vocabulary costs as much as several blocks."""
