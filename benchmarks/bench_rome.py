@@ -1,4 +1,4 @@
-"""ROME on SmolLM2 over tests/data/counterfact_smollm2.json: CounterFact scores, seconds per
+"""ROME on SmolLM2 over examples/counterfact_smollm2.json: CounterFact scores, seconds per
 edit, and the time to compute the key statistics C (in a fresh cache folder, so it is measured).
 
     .venv/bin/python benchmarks/bench_rome.py [--layer 4] [--cases 0] [--keep-cache]
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "counterfact_smollm2.json"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "counterfact_smollm2.json"
 
 
 def main() -> None:

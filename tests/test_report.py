@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -125,9 +126,11 @@ def full_report(tmp_path_factory):
     """Every built-in plugin with an analysis, in one report made by the CLI on the lab model."""
     folder = tmp_path_factory.mktemp("report")
     ids = runnable_builtins()
+    # A spec's files lie in its folder (paths outside it are refused without --allow-outside-paths).
+    shutil.copytree(REPO / "tests" / "data", folder / "data")
     text = "\n\n".join(
         [f'title = "Every plugin <on> the lab model & more"\nprompts = [{_toml(PROMPT)}]\n\n[model]\nspec = "lab:induction"']
-        + [analysis_toml(pid, SMALL.get(pid, {}), REPO / "tests") for pid in ids]
+        + [analysis_toml(pid, SMALL.get(pid, {}), folder) for pid in ids]
     )
     spec = folder / "every.toml"
     spec.write_text(text + "\n", encoding="utf-8")

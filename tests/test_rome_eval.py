@@ -16,7 +16,7 @@ from workbench.models import load_model
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
 from workbench.progress import run_to_completion
 
-DATA = Path(__file__).parent / "data" / "counterfact_smollm2.json"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "counterfact_smollm2.json"
 LAB_HP = dict(v_steps=25, v_weight_decay=0.01, clamp_norm_factor=40.0, short_prefixes=2, long_prefixes=2)
 CASE_KEYS = {"case_id", "ES", "PS", "NS", "EM", "PM", "NM", "seconds"}
 SUMMARY_KEYS = {"ES", "PS", "NS", "S", "EM", "PM", "NM", "seconds_per_edit"}
@@ -88,7 +88,7 @@ def test_eval_on_lab_restores_the_weights_and_writes_the_issue_format(lab, lab_d
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "does not exist"), ("{not json", "not valid JSON"), ("[]", "non-empty list"), ('[{"prompt": "x"}]', "CounterFact format")],
+    [(None, "does not exist"), ("{not json", "not valid JSON"), ("[]", "non-empty list"), ('[{"prompt": "x"}]', "Record 0 of data.json: requested_rewrite is missing")],
 )
 def test_bad_datasets_are_refused(lab, tmp_path, content, message):
     path = tmp_path / "data.json"

@@ -39,6 +39,15 @@ class CaptureResult:
     extra: dict = field(default_factory=dict)
 
 
+def _interruption(exc: BaseException) -> str:
+    """Why a run stopped, in words, for the run's attributes and `inspect`."""
+    if isinstance(exc, GeneratorExit):
+        return "cancelled"
+    if isinstance(exc, KeyboardInterrupt):
+        return "stopped with Ctrl-C"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def tokenize_prompts(model: LoadedModel, prompts, prepend_bos: bool | None) -> list[list[int]]:
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -173,7 +182,7 @@ def capture_activations(
             yield Progress(done, len(order), f"{done}/{len(order)} prompts")
         run_id = writer.finish({"seconds": round(time.perf_counter() - started, 3)})
     except BaseException as exc:
-        writer.abort(f"{type(exc).__name__}: {exc}" if not isinstance(exc, GeneratorExit) else "cancelled")
+        writer.abort(_interruption(exc))
         raise
     return CaptureResult(
         path=Path(out),

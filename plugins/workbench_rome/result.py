@@ -97,6 +97,7 @@ class RomeEditResult(Result):
             "generation_after": self.generations_after[0] if self.generations_after else "",
             "seconds_keys": _r(self.seconds_keys, 3),
             "seconds_edit": _r(self.seconds_edit, 3),
+            "fingerprint_before": self.fingerprint_before,
             "fingerprint_after": self.fingerprint_after,
         }
         return out

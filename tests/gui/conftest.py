@@ -174,6 +174,22 @@ def plugin_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="package", autouse=True)
+def garbage_collected_on_the_gui_thread(qapp):
+    """As in the app: no garbage collection in worker threads while windows exist. Automatic
+    collection comes back after the GUI tests, for the headless tests that follow."""
+    import gc
+
+    from workbench.gui.app import collect_garbage_on_gui_thread
+
+    collector = collect_garbage_on_gui_thread(qapp)
+    yield collector
+    collector.timer.stop()
+    del qapp._workbench_garbage_collector
+    gc.enable()
+    gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path, monkeypatch):
     """Never read or write the user's settings."""

@@ -1,4 +1,4 @@
-"""Builds and checks tests/data/counterfact_smollm2.json: CounterFact-format facts SmolLM2 gets right.
+"""Builds and checks examples/counterfact_smollm2.json: CounterFact-format facts SmolLM2 gets right.
 
 Each candidate below is (case, template, subject, true object, new object, paraphrases,
 neighbours), the neighbours being prompts about other subjects with the same true object
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "counterfact_smollm2.json"
+DATA = Path(__file__).resolve().parent.parent.parent / "examples" / "counterfact_smollm2.json"
 TOP_K = 3
 MIN_NEIGHBOURS = 2
 

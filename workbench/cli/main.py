@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import WorkbenchError
+from ..outputs import check_output_file, check_store_output, write_or_rescue
 from ..progress import run_to_completion
 from ..threads import apply_torch_threads
 
@@ -76,7 +77,14 @@ def _read_prompts(args) -> list[str]:
         path = Path(args.prompts_file)
         if not path.is_file():
             raise WorkbenchError(f"Prompts file not found: {path}.", "give a text file with one prompt per line")
-        prompts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            line = path.read_bytes()[: exc.start].count(b"\n") + 1
+            raise WorkbenchError(f"Prompts file {path} is not UTF-8 text (byte {exc.start + 1}, line {line}).", "save it as UTF-8") from None
+        except OSError as exc:
+            raise WorkbenchError(f"Prompts file {path} cannot be read ({exc.strerror}).", "check its permissions") from None
+        prompts += [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise WorkbenchError("No prompts given.", "pass --prompt TEXT or --prompts-file FILE")
     return prompts
@@ -88,6 +96,7 @@ def cmd_cache(args) -> int:
     from ..capture import capture_activations
 
     prompts = _read_prompts(args)
+    check_store_output(args.out, "--out")
     model = _load(args)
     job = capture_activations(
         model,
@@ -153,35 +162,35 @@ def cmd_inspect(args) -> int:
         # one leaves it sparse, so the apparent size would overstate the file.
         stat = Path(args.file).stat()
         size = min(stat.st_size, getattr(stat, "st_blocks", 0) * 512 or stat.st_size)
-        print(f"{args.file}: workbench store, {len(runs)} activation run(s), {_human_bytes(size)}")
+        _say(f"{args.file}: workbench store, {len(runs)} activation run(s), {_human_bytes(size)}")
         for run in runs:
             s = run.summary()
             state = s["status"] if s["status"] != "writing" else "INCOMPLETE (interrupted before it finished; never used)"
             if s["status"] == "interrupted":
                 state = f"INCOMPLETE ({run.attrs.get('interrupted_reason', 'interrupted')}; never used)"
             if s["status"] == "damaged":
-                print(f"\n{run.id}  [DAMAGED ({s['damage']}): the process writing it was killed; never used]")
+                _say(f"\n{run.id}  [DAMAGED ({s['damage']}): the process writing it was killed; never used]")
                 if s["model"]:
-                    print(f"  model       {s['model']}  fingerprint {s['fingerprint']}  created {s['created']}")
+                    _say(f"  model       {s['model']}  fingerprint {s['fingerprint']}  created {s['created']}")
                 continue
-            print(f"\n{run.id}  [{state}]")
-            print(f"  model       {s['model']}  fingerprint {s['fingerprint']}")
+            _say(f"\n{run.id}  [{state}]")
+            _say(f"  model       {s['model']}  fingerprint {s['fingerprint']}")
             attrs = run.attrs
-            print(f"  created     {s['created']}  transformer-lens {attrs.get('transformer_lens_version')}  storage {s['storage_dtype']}")
-            print(f"  prompts     {s['prompts']} ({s['tokens']} tokens, BOS {'on' if attrs.get('prepend_bos') else 'off'})")
+            _say(f"  created     {s['created']}  transformer-lens {attrs.get('transformer_lens_version')}  storage {s['storage_dtype']}")
+            _say(f"  prompts     {s['prompts']} ({s['tokens']} tokens, BOS {'on' if attrs.get('prepend_bos') else 'off'})")
             for i in range(min(run.n_prompts, args.prompts)):
                 text = run.prompt(i)
-                print(f"    [{i}] {text[:70]!r}{'...' if len(text) > 70 else ''}  ({run.length(i)} tokens)")
+                _say(f"    [{i}] {text[:70]!r}{'...' if len(text) > 70 else ''}  ({run.length(i)} tokens)")
             if run.n_prompts > args.prompts:
-                print(f"    ... {run.n_prompts - args.prompts} more")
+                _say(f"    ... {run.n_prompts - args.prompts} more")
             hooks = run.hooks
-            print(f"  hooks       {len(hooks)}")
+            _say(f"  hooks       {len(hooks)}")
             for name in hooks[: args.hooks] if not args.all_hooks else hooks:
                 ds = run.dataset(name)
                 stored = ds.id.get_storage_size()
-                print(f"    {name:<36} {str(tuple(ds.shape)):<22} {ds.dtype}  {_human_bytes(stored)}")
+                _say(f"    {name:<36} {str(tuple(ds.shape)):<22} {ds.dtype}  {_human_bytes(stored)}")
             if len(hooks) > args.hooks and not args.all_hooks:
-                print(f"    ... {len(hooks) - args.hooks} more (--all-hooks lists them)")
+                _say(f"    ... {len(hooks) - args.hooks} more (--all-hooks lists them)")
         _print_results(store)
     return 0
 
@@ -192,21 +201,38 @@ def _print_results(store) -> None:
     infos = list_results(store.handle)
     if not infos:
         return
-    print(f"\nresults ({len(infos)})")
+    _say(f"\nresults ({len(infos)})")
     for info in infos:
         meta = info.meta
         state = "" if info.complete else "  [INCOMPLETE; never used]"
         where = f"{meta.model_spec} ({meta.model_fingerprint})" if meta else "unknown model"
-        print(f"  {info.id}  {info.kind:<28} {where}  {meta.created if meta else ''}{state}")
+        _say(f"  {info.id}  {info.kind:<28} {where}  {meta.created if meta else ''}{state}")
         if meta and meta.params:
-            print(f"    params  {json.dumps(meta.params)}")
+            _say(f"    params  {json.dumps(meta.params)}")
+
+
+def _printable(text: str) -> str:
+    """Text from a file, safe for a terminal: control and format characters (escape
+    sequences, bidirectional overrides) are shown escaped instead of acted on."""
+    import unicodedata
+
+    return "".join(
+        c if c == "\n" or unicodedata.category(c) not in ("Cc", "Cf") else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
+def _say(text: str) -> None:
+    print(_printable(text))
 
 
 def cmd_predict(args) -> int:
     from ..predict import predict_next
 
+    if args.k < 1:
+        raise WorkbenchError(f"-k {args.k} asks for no predictions.", "give -k 1 or more (default 10)")
     model = _load(args)
-    result = predict_next(model, args.prompt, k=args.k, prepend_bos=_bool_choice(args.bos))
+    result = predict_next(model, args.prompt, k=min(args.k, int(model.bridge.cfg.d_vocab)), prepend_bos=_bool_choice(args.bos))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -220,6 +246,8 @@ def cmd_predict(args) -> int:
 def cmd_hooks(args) -> int:
     from ..hooks import HookCatalog, describe_presets
 
+    if args.pattern and not args.model:
+        raise WorkbenchError("--pattern selects among a model's hook points, and no --model was given.", "add --model SPEC, e.g. --model smollm2")
     print("presets:")
     for name, text, patterns in describe_presets():
         print(f"  {name:<12} {text}: {', '.join(patterns)}")
@@ -275,6 +303,9 @@ def cmd_run(args) -> int:
     prompts = list(args.prompt or [])
     if plugin.analysis.needs_prompt and not prompts:
         raise WorkbenchError(f"{plugin.name} needs a prompt.", "pass --prompt TEXT")
+    # Where the result goes is checked before the work, so an hour's result is not lost to a typo.
+    out = check_store_output(args.out, "--out") if args.out else None
+    json_path = check_output_file(args.json, "--json") if args.json else None
     model = _load(args)
     ctx = AnalysisContext(model=model, prompts=prompts, prepend_bos=_bool_choice(args.bos), store_path=Path(args.store) if args.store else None)
     job = run_analysis(plugin, ctx, texts=texts)
@@ -283,27 +314,37 @@ def cmd_run(args) -> int:
         print("\ninterrupted: nothing was saved", file=sys.stderr)
         return 130
     summary = summary_json(result)
-    if args.out:
-        result_id = save_result(args.out, result, title=plugin.name)
-        summary["saved"] = {"file": str(args.out), "result": result_id}
-        print(f"saved {result_id} to {args.out}", file=sys.stderr)
+    problems = []
+    if out is not None:
+        where, result_id, problem = write_or_rescue(lambda path: save_result(path, result, title=plugin.name), out, "--out")
+        summary["saved"] = {"file": str(where), "result": result_id}
+        print(f"saved {result_id} to {where}", file=sys.stderr)
+        problems.append(problem)
     text = json.dumps(summary, separators=(",", ":"))
     if len(text) < 200_000:  # indented when a person may read it; large matrices stay compact (MBs otherwise)
         text = json.dumps(summary, indent=2)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-        print(f"wrote {args.json}", file=sys.stderr)
+    if json_path is not None:
+        where, _, problem = write_or_rescue(lambda path: path.write_text(text + "\n", encoding="utf-8"), json_path, "--json")
+        print(f"wrote {where}", file=sys.stderr)
+        problems.append(problem)
     else:
         print(text)
-    return 0
+    return _report_problems(problems)
+
+
+def _report_problems(problems: list[str | None]) -> int:
+    """Exit status 2 when an output went elsewhere than asked, each said in one line."""
+    problems = [p for p in problems if p]
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if problems else 0
 
 
 def cmd_report(args) -> int:
     from ..plugin_api import discover_plugins
     from ..report import build_report, check_spec, default_data_path, load_spec, write_report
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, allow_outside=args.allow_outside_paths)
     registry = discover_plugins()
     check_spec(spec, registry)  # a typo fails here, before the model loads
     out = Path(args.out)
@@ -315,6 +356,12 @@ def cmd_report(args) -> int:
     store = Path(args.store) if args.store else spec.store
     if store is not None and store.resolve() == data.resolve():
         raise WorkbenchError(f"The report's data file {data} would replace the activation store.", "give --data another file, or name the report differently")
+    check_output_file(out, "--out")
+    if args.pdf:
+        check_output_file(args.pdf, "--pdf")
+    check_output_file(data, "--data")  # replaced whole, so only writable, not a store
+    if store is not None:
+        check_store_output(store, "--store" if args.store else "the spec's store")
     job = build_report(spec, registry=registry, store_path=store)
     report = _run_with_bar(job, args.quiet)
     if report is None:
@@ -333,6 +380,8 @@ def cmd_report(args) -> int:
 def cmd_doctor(args) -> int:
     from ..doctor import diagnose
 
+    if args.json and args.json != "-":
+        check_output_file(args.json, "--json")
     report = diagnose(print_line=None if args.json == "-" else print, self_check=not args.no_self_check)
     if args.json:
         text = json.dumps(report, indent=2)
@@ -450,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pdf", metavar="REPORT.pdf", help="also write the report as a PDF")
     p.add_argument("--data", metavar="FILE.h5", help="where the results go (default: beside the HTML, REPORT.h5)")
     p.add_argument("--store", metavar="FILE.h5", help="an activation store to read and fill (default: the spec's store, else a temporary one)")
+    p.add_argument("--allow-outside-paths", action="store_true", help="let the spec's files and store lie outside its folder (only for specs you trust)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
 
@@ -465,6 +515,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _second_interrupt_exits() -> None:
+    """The first Ctrl-C stops the job cleanly (KeyboardInterrupt); a second one ends the
+    process at once, even when a plugin swallowed the first. Stores stay safe: a run
+    not marked complete is never served."""
+    import signal
+
+    pressed = 0
+
+    def on_interrupt(signum, frame):
+        nonlocal pressed
+        pressed += 1
+        if pressed > 1:
+            os.write(2, b"\ninterrupted again: stopping now\n")
+            os._exit(130)
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, on_interrupt)
+    except ValueError:  # not the main thread (main() called from a test thread): keep Python's handler
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -473,13 +545,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return cmd_gui(args)
         except WorkbenchError as exc:
-            print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+            print(_printable(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")), file=sys.stderr)
             return 2
+    _second_interrupt_exits()
     try:
         apply_torch_threads()
         return args.func(args)
     except WorkbenchError as exc:
-        print(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), file=sys.stderr)
+        print(_printable(f"error: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

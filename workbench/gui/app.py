@@ -91,7 +91,24 @@ def create_application(argv: list[str] | None = None):
     app.setApplicationName(APP_NAME)
     app.setOrganizationName("interpretability-workbench")
     pg.setConfigOptions(antialias=True)
+    collect_garbage_on_gui_thread(app)
     return app
+
+
+def collect_garbage_on_gui_thread(app):
+    """Python's cyclic garbage collector runs in whichever thread happens to allocate; when
+    that is a worker (a model loading) and it frees a Qt object of a closed window, Qt
+    crashes (seen as a segmentation fault in the GUI tests). So automatic collection is
+    off while the app runs, and a timer on the GUI thread collects with the same
+    thresholds (pyqtgraph's GarbageCollector). Returns it; it lives as long as app."""
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    collector = getattr(app, "_workbench_garbage_collector", None)
+    if collector is None:
+        collector = GarbageCollector(interval=0.5)
+        collector.timer.setParent(app)
+        app._workbench_garbage_collector = collector
+    return collector
 
 
 def _let_python_handle_ctrl_c(app, window) -> None:

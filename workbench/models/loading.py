@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import time
 from dataclasses import dataclass, field
@@ -226,6 +227,12 @@ def load_hf_model(spec: str, dtype: str = "float32"):
             model, tokenizer = _load_hub(source.location, torch_dtype)
     except ModelLoadError:
         raise
+    except pickle.UnpicklingError as exc:
+        # transformers loads .bin checkpoints with torch's weights_only, which refuses pickled code.
+        raise ModelLoadError(
+            f"Could not load {spec!r}: its weights are a pickle that holds more than tensors, which is refused as unsafe ({str(exc).splitlines()[0][:120]}).",
+            "convert the checkpoint to safetensors where you trust it, or use a model saved as safetensors",
+        ) from None
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"Could not load {spec!r}: {exc}", "check that it is a causal language model in Hugging Face format") from exc
     return source, model.eval(), tokenizer

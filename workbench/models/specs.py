@@ -49,7 +49,8 @@ def parse_spec(spec: str) -> ModelSource:
     if spec.startswith(LAB_PREFIX):
         name = spec[len(LAB_PREFIX):]
         folder = lab_models_dir() / name
-        if not (folder / "config.json").is_file():
+        # A lab name is a name, not a path: lab:../../x would load any folder.
+        if name not in lab_model_names():
             known = ", ".join(LAB_PREFIX + n for n in lab_model_names()) or "none found"
             raise ModelLoadError(f"Unknown lab model {spec!r}.", f"lab models shipped in assets/lab: {known}")
         return ModelSource("lab", spec, str(folder))

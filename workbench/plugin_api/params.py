@@ -231,5 +231,7 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise InputError(f"--param {item!r} is not NAME=VALUE.", "write it as --param layer=3")
+        if name.strip() in texts:
+            raise InputError(f"--param {name.strip()} is given twice ({texts[name.strip()]!r} and {value!r}).", "give each parameter once")
         texts[name.strip()] = value
     return texts

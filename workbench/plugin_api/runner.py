@@ -44,6 +44,8 @@ def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict | None = Non
         for index in range(len(ctx.prompts) if analysis.multi_prompt else 1):
             ctx.tokens(index)  # empty or over-long prompts fail here, before any work
     started = time.perf_counter()
+    # The model the analysis was asked about: an edit (ROME) changes the fingerprint as it runs.
+    fingerprint = ctx.model.fingerprint
     try:
         function = analysis.run_function()
         job = function(ctx, **values)
@@ -64,7 +66,7 @@ def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict | None = Non
         params={k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
         model_spec=model.spec,
         model_name=model.name,
-        model_fingerprint=model.fingerprint,
+        model_fingerprint=fingerprint,
         prompts=list(ctx.prompts),
         prepend_bos=ctx.prepend_bos,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -176,8 +176,14 @@ def write_plugin_template(name: str, folder: Path) -> Path:
     """Write plugin `name` as a package in folder; returns the package folder."""
     if not _ID.match(name):
         raise InputError(f"Plugin name {name!r} is not valid.", "use lower-case letters, digits and dashes, starting with a letter")
+    builtin = _builtin_ids()
+    if name in builtin:
+        raise InputError(f"Plugin name {name!r} is a built-in plugin's id; a plugin with it would be refused as a duplicate.", "choose another name")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--dir {folder} is a file, not a folder.", "give a folder (it is created when missing)")
     package = "wbplugin_" + name.replace("-", "_")
-    target = Path(folder) / package
+    target = folder / package
     if target.exists():
         raise InputError(f"{target} already exists.", "choose another name or folder; nothing was overwritten")
     values = {
@@ -195,8 +201,20 @@ def write_plugin_template(name: str, folder: Path) -> Path:
         "README.md": _README,
         "tests/test_plugin.py": _TEST,
     }
-    for relative, text in files.items():
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(Template(text).substitute(values), encoding="utf-8")
+    try:
+        for relative, text in files.items():
+            path = target / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(Template(text).substitute(values), encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"The plugin cannot be written in {folder} ({exc.strerror}).", "give a folder you can write to") from None
     return target
+
+
+def _builtin_ids() -> set[str]:
+    """The ids registered by installed packages' entry points (the built-ins among them)."""
+    from importlib.metadata import entry_points
+
+    from .discovery import ENTRY_POINT_GROUP
+
+    return {entry.name for entry in entry_points(group=ENTRY_POINT_GROUP)}

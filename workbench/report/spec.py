@@ -71,7 +71,7 @@ class ReportSpec:
         return f"{name} line {analysis.line}" if analysis.line else name
 
 
-def load_spec(path: str | Path) -> ReportSpec:
+def load_spec(path: str | Path, allow_outside: bool = False) -> ReportSpec:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Report spec not found: {path}.", "give a .toml file (examples/report.toml is one to start from)")
@@ -79,7 +79,7 @@ def load_spec(path: str | Path) -> ReportSpec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"Cannot read the report spec {path}: {exc}.", "give a UTF-8 text file") from exc
-    return parse_spec(text, base_dir=path.parent, path=path)
+    return parse_spec(text, base_dir=path.parent, path=path, allow_outside=allow_outside)
 
 
 def _fail(where: str, message: str, hint: str) -> InputError:
@@ -112,18 +112,32 @@ def _string_list(value: Any, where: str, key: str) -> list[str]:
     return list(value)
 
 
-def _resolve_file(value: Any, base_dir: Path, where: str, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(where, f"file parameter {name!r} must be a path, not {value!r}.", "paths are relative to the spec's folder")
+def _inside(value: str, base_dir: Path, where: str, name: str, allow_outside: bool) -> Path:
+    """A spec's path, relative to the spec's folder and, unless allowed, inside it: a spec
+    someone shares must not read or write anything else of yours."""
     path = Path(value).expanduser()
     path = path if path.is_absolute() else (base_dir / path)
+    if not allow_outside and not path.resolve().is_relative_to(Path(base_dir).resolve()):
+        raise _fail(
+            where,
+            f"{name} {value!r} points outside the spec's folder {Path(base_dir).resolve()}.",
+            "move the file into that folder, or pass --allow-outside-paths if you trust this spec",
+        )
+    return path
+
+
+def _resolve_file(value: Any, base_dir: Path, where: str, name: str, allow_outside: bool = False) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, f"file parameter {name!r} must be a path, not {value!r}.", "paths are relative to the spec's folder")
+    path = _inside(value, base_dir, where, f"file parameter {name!r}:", allow_outside)
     if not path.exists():
         raise _fail(where, f"file parameter {name!r}: {path} does not exist.", "paths are relative to the spec's folder")
     return str(path.resolve())
 
 
-def parse_spec(text: str, base_dir: str | Path = ".", path: Path | None = None) -> ReportSpec:
-    """A ReportSpec from TOML text; relative paths are taken from base_dir. Raises InputError."""
+def parse_spec(text: str, base_dir: str | Path = ".", path: Path | None = None, allow_outside: bool = False) -> ReportSpec:
+    """A ReportSpec from TOML text; relative paths are taken from base_dir and must stay
+    inside it unless allow_outside. Raises InputError."""
     base_dir = Path(base_dir)
     name = path.name if path else "spec"
     try:
@@ -158,13 +172,18 @@ def parse_spec(text: str, base_dir: str | Path = ".", path: Path | None = None) 
     _unknown_keys(prompts_table, _PROMPT_KEYS, name, "[prompts]")
     prompts = _string_list(prompts_table.get("text", []), name, "prompts.text")
     if "file" in prompts_table:
-        prompt_file = Path(_resolve_file(prompts_table["file"], base_dir, name, "prompts.file"))
-        prompts += [line for line in prompt_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompt_file = Path(_resolve_file(prompts_table["file"], base_dir, name, "prompts.file", allow_outside))
+        if not prompt_file.is_file():
+            raise _fail(name, f"prompts.file {prompt_file} is not a file.", "give a text file with one prompt per line")
+        try:
+            prompt_text = prompt_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise _fail(name, f"prompts.file {prompt_file} is not UTF-8 text.", "save it as UTF-8") from None
+        prompts += [line for line in prompt_text.splitlines() if line.strip()]
 
     store = data.get("store")
     if store is not None:
-        store_path = Path(_string(store, name, "store")).expanduser()
-        store = store_path if store_path.is_absolute() else base_dir / store_path
+        store = _inside(_string(store, name, "store"), base_dir, name, "store", allow_outside)
 
     entries = data.get("analysis", [])
     if not isinstance(entries, list) or not entries:
@@ -188,7 +207,7 @@ def parse_spec(text: str, base_dir: str | Path = ".", path: Path | None = None) 
             raise _fail(where, f"{clash[0]!r} is given both in params and in files.", "give it once")
         values = dict(params)
         for key, value in files.items():
-            values[key] = _resolve_file(value, base_dir, where, key)
+            values[key] = _resolve_file(value, base_dir, where, key, allow_outside)
         analyses.append(
             AnalysisSpec(
                 plugin=_string(entry["plugin"], where, "plugin"),

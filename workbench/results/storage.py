@@ -20,6 +20,7 @@ import h5py
 
 from ..errors import StoreError
 from ..store.layout import STATUS_COMPLETE, STATUS_WRITING, open_store_file
+from ..store.lock import writing
 from ..store.reader import refuse_if_damaged
 from .base import Result, ResultMeta
 
@@ -67,12 +68,13 @@ def save_result(path: str | Path, result: Result, title: str = "") -> str:
     """Append result to the store file at path (created when missing); returns its id."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    refuse_if_damaged(path)
-    handle = open_store_file(path, "a")
-    try:
-        return write_result(handle, result, title)
-    finally:
-        handle.close()
+    with writing(path):
+        refuse_if_damaged(path)
+        handle = open_store_file(path, "a")
+        try:
+            return write_result(handle, result, title)
+        finally:
+            handle.close()
 
 
 def _info(result_id: str, group: h5py.Group) -> StoredResultInfo:

@@ -18,7 +18,9 @@ be read (the process was killed while HDF5 created it) reads as "damaged".
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import hashlib
 import re
 from pathlib import Path
@@ -45,20 +47,18 @@ def token_key(tokens) -> str:
 
 
 def _has_hdf5_signature(path: Path) -> bool:
+    """Raises OSError when the file cannot be read: that is not the same as foreign."""
     # HDF5 allows the superblock at 0, 512, 1024, 2048, ... bytes.
-    try:
-        with open(path, "rb") as handle:
-            offset = 0
-            while True:
-                handle.seek(offset)
-                head = handle.read(8)
-                if len(head) < 8:
-                    return False
-                if head == HDF5_SIGNATURE:
-                    return True
-                offset = 512 if offset == 0 else offset * 2
-    except OSError:
-        return False
+    with open(path, "rb") as handle:
+        offset = 0
+        while True:
+            handle.seek(offset)
+            head = handle.read(8)
+            if len(head) < 8:
+                return False
+            if head == HDF5_SIGNATURE:
+                return True
+            offset = 512 if offset == 0 else offset * 2
 
 
 def open_store_file(path: Path, mode: str) -> h5py.File:
@@ -72,14 +72,19 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
         raise StoreError(f"No store at {path}.", "check the path, or create one with 'workbench cache'")
     if exists and path.is_dir():
         raise StoreError(f"{path} is a folder, not a store file.", "give a file name ending in .h5")
-    if exists and path.stat().st_size > 0 and not _has_hdf5_signature(path):
-        raise StoreError(f"{path} is not an HDF5 file.", "give a workbench store (.h5) or a new file name")
     try:
+        if exists and path.stat().st_size > 0 and not _has_hdf5_signature(path):
+            raise StoreError(f"{path} is not an HDF5 file.", "give a workbench store (.h5) or a new file name")
         handle = h5py.File(path, mode)
     except BlockingIOError as exc:
         raise StoreError(f"{path} is open for writing in another process.", "wait for that run to finish") from exc
     except OSError as exc:
         detail = str(exc).split("(")[0].strip()
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            doing = "read" if mode == "r" else "written"
+            raise StoreError(f"{path} cannot be {doing}: {os.strerror(exc.errno)}.", "fix its permissions, or use another file") from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise StoreError(f"The folder of {path} does not exist.", "create it, or give a path in an existing folder") from exc
         if re.search(r"\block", str(exc).lower()):  # not "sblock" in truncation messages
             raise StoreError(f"{path} is locked by another process.", "wait for it to finish, or close the other program") from exc
         raise StoreError(
@@ -105,6 +110,7 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
             )
         if "runs" not in handle:
             raise StoreError(f"{path} is a workbench store without its 'runs' group (damaged).", "write new runs to another file")
+        _refuse_links(handle, path)
     except StoreError:
         handle.close()
         raise
@@ -112,6 +118,22 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
         handle.close()
         raise StoreError(f"{path} is damaged ({exc}).", "write new runs to another file") from exc
     return handle
+
+
+def _refuse_links(handle: h5py.File, path: Path) -> None:
+    """A store is data, never a pointer: HDF5 external links would make reading it read
+    another file, and soft links let one name stand for another run's data."""
+    found: list[str] = []
+
+    def visit(name: str, link) -> None:
+        if not isinstance(link, h5py.HardLink):
+            found.append(f"/{name} ({'a link to ' + link.filename if isinstance(link, h5py.ExternalLink) else 'a soft link'})")
+            return True  # stop at the first
+        return None
+
+    handle.visititems_links(visit)
+    if found:
+        raise StoreError(f"{path} holds {found[0]}; the workbench does not follow links in a store.", "it was not written by the workbench; do not use it")
 
 
 # Causal attention patterns are zero above the diagonal, so they are stored as

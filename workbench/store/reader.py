@@ -66,20 +66,17 @@ class StoredRun:
 
     @functools.cached_property
     def damage(self) -> str | None:
-        """Why the run's structure cannot be read, or None when it can.
+        """Why the run cannot be trusted, or None when its structure holds together.
 
         HDF5 is not journalled: a process killed while HDF5 was creating a run's
-        datasets can leave metadata that points past the end of the file.
+        datasets can leave metadata that points past the end of the file. And a file
+        can be crafted: shapes, offsets and sizes are checked against each other and
+        against the bytes actually stored before anything is read or allocated.
         """
         try:
-            for name in ("prompts", "tokens", "offsets", "str_tokens", "token_keys"):
-                self._group[name].shape
-            for dataset in self._group["acts"].values():
-                dataset.shape
-                dataset.attrs.keys()
-        except (KeyError, OSError, RuntimeError, ValueError) as exc:
+            return _structure_problem(self._group)
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
             return _failure(exc)
-        return None
 
     @property
     def status(self) -> str:
@@ -198,6 +195,65 @@ class StoredRun:
             "storage_dtype": attrs.get("storage_dtype"),
             "created": attrs.get("created"),
         }
+
+
+_INDEX_DATASETS = ("prompts", "tokens", "offsets", "str_tokens", "token_keys")
+
+
+def _stored_fully(dataset: h5py.Dataset) -> bool:
+    """Whether the bytes the dataset declares are on disk (a crafted header can declare
+    millions of rows in a few KB; reading them would allocate what was never stored)."""
+    if dataset.dtype.kind == "O":  # variable-length strings: 16-byte references each
+        return dataset.id.get_storage_size() >= 16 * dataset.size
+    return dataset.id.get_storage_size() >= dataset.size * dataset.dtype.itemsize
+
+
+def _structure_problem(group: h5py.Group) -> str | None:
+    for name in (*_INDEX_DATASETS, "acts"):
+        if name not in group:
+            return f"its {name!r} is missing"
+    datasets = {name: group[name] for name in _INDEX_DATASETS}
+    for name, dataset in datasets.items():
+        if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 1:
+            return f"its {name!r} is not a one-dimensional dataset"
+        if not _stored_fully(dataset):
+            return f"its {name!r} declares {dataset.shape[0]} entries that are not stored"
+    n_prompts = datasets["offsets"].shape[0] - 1
+    n_tokens = datasets["tokens"].shape[0]
+    if n_prompts < 1 or datasets["prompts"].shape[0] != n_prompts or datasets["token_keys"].shape[0] != n_prompts:
+        return "its prompt count disagrees between prompts, offsets and token_keys"
+    if datasets["str_tokens"].shape[0] != n_tokens:
+        return "its str_tokens and tokens differ in length"
+    if datasets["offsets"].dtype.kind not in "iu" or datasets["tokens"].dtype.kind not in "iu":
+        return "its offsets or tokens are not integers"
+    offsets = datasets["offsets"][:]
+    lengths = np.diff(offsets)
+    if offsets[0] != 0 or offsets[-1] != n_tokens or (lengths < 1).any():
+        return "its offsets do not split its tokens into prompts"
+    longest = int(lengths.max())
+    acts = group["acts"]
+    if not isinstance(acts, h5py.Group):
+        return "its 'acts' is not a group"
+    for name, dataset in acts.items():
+        if not isinstance(dataset, h5py.Dataset) or dataset.ndim < 2 or dataset.shape[0] != n_prompts:
+            return f"activations {name!r} do not hold one row per prompt"
+        if dataset.dtype not in (np.float16, np.float32):
+            return f"activations {name!r} are {dataset.dtype}, not float16 or float32"
+        layout = _attr(dataset.attrs.get("layout", LAYOUT_DENSE))
+        axes = [int(a) for a in np.atleast_1d(dataset.attrs.get("position_axes", [0]))]
+        if layout == LAYOUT_LOWER_TRIANGLE:
+            if dataset.shape[-1] < tril_size(longest):
+                return f"activations {name!r} are shorter than the longest prompt"
+        elif any(not 0 <= axis < dataset.ndim - 1 or dataset.shape[axis + 1] < longest for axis in axes):
+            return f"activations {name!r} are shorter than the longest prompt"
+        if dataset.compression is None and dataset.chunks is not None and dataset.id.get_num_chunks() < _chunk_count(dataset):
+            return f"activations {name!r} declare chunks that are not stored"
+        dataset.attrs.keys()
+    return None
+
+
+def _chunk_count(dataset: h5py.Dataset) -> int:
+    return int(np.prod([-(-size // chunk) for size, chunk in zip(dataset.shape, dataset.chunks)]))
 
 
 def read_runs(handle: h5py.File) -> list[StoredRun]:

@@ -31,6 +31,7 @@ from .layout import (
     token_key,
     tril_size,
 )
+from .lock import StoreLock
 from .reader import refuse_if_damaged
 
 CHUNK_TARGET_BYTES = 1 << 20
@@ -111,15 +112,22 @@ class RunWriter:
         self.compression = compression
         self.max_len = max(len(t) for t in token_lists)
         self.n_prompts = len(prompts)
-        refuse_if_damaged(self.path)
-        self._file = open_store_file(self.path, "a")
+        # Ours, not HDF5's, file lock: it holds where HDF5_USE_FILE_LOCKING=FALSE (see lock.py).
+        self._lock = StoreLock(self.path).acquire()
+        try:
+            refuse_if_damaged(self.path)
+            self._file = open_store_file(self.path, "a")
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             self.run_id = self._new_run_id()
             self._group = self._file["runs"].create_group(self.run_id)
             self._write_header(metadata, prompts, token_lists, str_token_lists)
             self._file.flush()
-        except Exception:
+        except BaseException:
             self._file.close()
+            self._lock.release()
             raise
         self._acts = self._group["acts"]
         self._written: dict[str, int] = {}
@@ -297,6 +305,7 @@ class RunWriter:
             self._file.flush()
         finally:
             self._file.close()
+            self._lock.release()
         return self.run_id
 
     def abort(self, reason: str) -> None:
@@ -304,6 +313,7 @@ class RunWriter:
         if self._thread.is_alive():
             self._stop_thread()
         if not self._file.id.valid:
+            self._lock.release()
             return
         try:
             self._group.attrs["status"] = STATUS_INTERRUPTED
@@ -311,3 +321,4 @@ class RunWriter:
             self._file.flush()
         finally:
             self._file.close()
+            self._lock.release()

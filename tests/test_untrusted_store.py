@@ -1,0 +1,107 @@
+"""Stores are untrusted input: a crafted file is refused or its run reported damaged, never
+followed out of the file, served with impossible numbers, or printed raw to a terminal."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from workbench.cli.main import main
+from workbench.store import ActivationStore
+
+PROMPTS = ["t1 t2 t3 t4 t1 t2 t3", "t5 t6 t7"]
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "healthy.h5"
+    args = ["cache", "--model", "lab:induction", "--hooks", "residual,attention", "--out", str(path), "--quiet"]
+    for prompt in PROMPTS:
+        args += ["--prompt", prompt]
+    assert main(args) == 0
+    return path
+
+
+@pytest.fixture
+def crafted(healthy, tmp_path):
+    path = tmp_path / "crafted.h5"
+    shutil.copy(healthy, path)
+    return path
+
+
+def inspect(capsys, path, *extra) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["inspect", str(path), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_external_links_are_refused_not_followed(crafted, tmp_path, capsys):
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as handle:
+        handle["data"] = np.array([42.0])
+    with h5py.File(crafted, "a") as handle:
+        handle["runs/run-0001/acts/stolen"] = h5py.ExternalLink(str(secret), "/data")
+    code, out, err = inspect(capsys, crafted)
+    assert code == 2 and "does not follow links" in err and str(secret) in err
+    assert "42" not in out and "Traceback" not in err
+
+
+def test_soft_links_are_refused(crafted, capsys):
+    with h5py.File(crafted, "a") as handle:
+        handle["runs/run-0002"] = h5py.SoftLink("/runs/run-0001")
+    code, _, err = inspect(capsys, crafted)
+    assert code == 2 and "a soft link" in err
+
+
+def test_inconsistent_offsets_make_the_run_damaged(crafted, capsys):
+    with h5py.File(crafted, "a") as handle:
+        handle["runs/run-0001/offsets"][1] = -1_000_000_005
+    code, out, _ = inspect(capsys, crafted)
+    assert code == 0 and "DAMAGED (its offsets do not split its tokens into prompts)" in out
+    assert "-1000000005" not in out
+    with ActivationStore(crafted) as store:
+        assert not store.runs()[0].complete
+
+
+def test_a_header_declaring_millions_of_prompts_is_caught_without_reading_them(crafted, capsys):
+    with h5py.File(crafted, "a") as handle:
+        run = handle["runs/run-0001"]
+        del run["offsets"]
+        run.create_dataset("offsets", shape=(20_000_001,), dtype=np.int64)  # declared, never stored
+    assert crafted.stat().st_size < 200_000
+    started = time.perf_counter()
+    code, out, _ = inspect(capsys, crafted, "--json")
+    assert code == 0 and time.perf_counter() - started < 5
+    assert "'offsets' declares 20000001 entries that are not stored" in out
+
+
+def test_activations_shorter_than_the_prompts_are_damage(crafted, capsys):
+    with h5py.File(crafted, "a") as handle:
+        acts = handle["runs/run-0001/acts"]
+        name = "blocks.0.hook_resid_pre"
+        attrs = dict(acts[name].attrs)
+        del acts[name]
+        acts.create_dataset(name, data=np.zeros((2, 3, 64), dtype=np.float32))
+        for key, value in attrs.items():
+            acts[name].attrs[key] = value
+    code, out, _ = inspect(capsys, crafted)
+    assert "DAMAGED (activations 'blocks.0.hook_resid_pre' are shorter than the longest prompt)" in out
+
+
+def test_escape_sequences_in_a_file_are_shown_not_obeyed(crafted, capsys):
+    with h5py.File(crafted, "a") as handle:
+        handle["runs/run-0001"].attrs["model_spec"] = "lab:\x1b]0;pwned\x07\x1b[2J\u202egnp.exe"
+    code, out, _ = inspect(capsys, crafted)
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "lab:\\x1b]0;pwned\\x07" in out and "\\u202e" in out
+
+
+def test_the_healthy_store_is_not_called_damaged(healthy, capsys):
+    code, out, _ = inspect(capsys, healthy)
+    assert code == 0 and "run-0001  [complete]" in out and "DAMAGED" not in out
