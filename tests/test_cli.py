@@ -111,6 +111,12 @@ def test_killed_cache_leaves_an_incomplete_run(tmp_path):
     assert result.returncode == 0, result.stderr
     with ActivationStore(out) as store:
         assert [r.complete for r in store.runs()] == [False, True]
+    # Compacting drops the killed run and gives its space back.
+    size = out.stat().st_blocks
+    assert main(["store", "compact", str(out)]) == 0
+    with ActivationStore(out) as store:
+        assert [(r.id, r.complete) for r in store.runs()] == [("run-0002", True)]
+    assert out.stat().st_blocks < size
 
 
 def test_torch_threads_variable_sets_the_threads_of_every_command(monkeypatch, capsys):

@@ -40,22 +40,29 @@ def inspect(capsys, path, *extra) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_external_links_are_refused_not_followed(crafted, tmp_path, capsys):
+def test_external_links_are_never_followed(crafted, tmp_path, capsys):
     secret = tmp_path / "secret.h5"
     with h5py.File(secret, "w") as handle:
         handle["data"] = np.array([42.0])
     with h5py.File(crafted, "a") as handle:
         handle["runs/run-0001/acts/stolen"] = h5py.ExternalLink(str(secret), "/data")
+        handle["sneaky"] = h5py.ExternalLink(str(secret), "/data")
     code, out, err = inspect(capsys, crafted)
-    assert code == 2 and "does not follow links" in err and str(secret) in err
+    assert code == 2 and "/sneaky is a link to " + str(secret) in err and "does not follow links" in err
+    with h5py.File(crafted, "a") as handle:
+        del handle["sneaky"]
+    code, out, err = inspect(capsys, crafted)  # inside a run: that run is damaged, never read
+    assert code == 0 and f"DAMAGED (/runs/run-0001/acts/stolen is a link to {secret}, which the workbench does not follow)" in out
     assert "42" not in out and "Traceback" not in err
+    with ActivationStore(crafted) as store:
+        assert not store.runs()[0].complete
 
 
 def test_soft_links_are_refused(crafted, capsys):
     with h5py.File(crafted, "a") as handle:
         handle["runs/run-0002"] = h5py.SoftLink("/runs/run-0001")
     code, _, err = inspect(capsys, crafted)
-    assert code == 2 and "a soft link" in err
+    assert code == 2 and "/runs/run-0002 is a soft link to /runs/run-0001" in err
 
 
 def test_inconsistent_offsets_make_the_run_damaged(crafted, capsys):

@@ -377,6 +377,21 @@ def cmd_report(args) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_store_compact(args) -> int:
+    from ..store.compact import compact_store
+
+    if args.out:
+        check_output_file(args.out, "--out")
+    done = compact_store(args.file, args.out)
+    dropped = ", ".join(done.dropped_runs) or "none"
+    print(
+        f"compacted {args.file} into {done.path}: kept {len(done.kept_runs)} run(s) and {done.kept_results} result(s); "
+        f"dropped incomplete runs: {dropped}" + (f" and {done.dropped_results} incomplete result(s)" if done.dropped_results else "")
+    )
+    print(f"{_human_bytes(done.bytes_before)} -> {_human_bytes(done.bytes_after)} on disk")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from ..doctor import diagnose
 
@@ -502,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-outside-paths", action="store_true", help="let the spec's files and store lie outside its folder (only for specs you trust)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("store", help="maintain a store file")
+    store_commands = p.add_subparsers(dest="store_command", required=True)
+    q = store_commands.add_parser("compact", help="rewrite a store without its incomplete runs and results, reclaiming their space")
+    q.add_argument("file", metavar="FILE.h5")
+    q.add_argument("--out", metavar="NEW.h5", help="write the compacted store here instead of replacing FILE.h5")
+    q.set_defaults(func=cmd_store_compact)
 
     p = sub.add_parser("doctor", help="versions, the lock, devices, the cache folder, and a self-check on the lab model (paste it into bug reports)")
     p.add_argument("--json", metavar="FILE", help="also write the diagnosis as JSON ('-': print only the JSON)")

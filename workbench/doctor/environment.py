@@ -25,6 +25,10 @@ KEY_PACKAGES = (
     ("numpy", "numpy"),
 )
 
+# Pinned so that installing from the lock is reproducible, but not what the workbench runs
+# on: a different pip in an environment of one's own is no difference worth reporting.
+INSTALL_TOOLS = {"pip", "setuptools", "wheel"}
+
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 
@@ -69,6 +73,7 @@ def compare_with_lock(path: Path = LOCK_FILE) -> LockComparison | None:
     pins = read_lock(path)
     if pins is None:
         return None
+    pins = {name: version for name, version in pins.items() if name not in INSTALL_TOOLS}
     comparison = LockComparison(path, pinned=len(pins))
     for name, locked in sorted(pins.items()):
         installed = installed_version(name)

@@ -19,7 +19,7 @@ from typing import Callable
 import h5py
 
 from ..errors import StoreError
-from ..store.layout import STATUS_COMPLETE, STATUS_WRITING, open_store_file
+from ..store.layout import STATUS_COMPLETE, STATUS_WRITING, link_problem, open_store_file
 from ..store.lock import writing
 from ..store.reader import refuse_if_damaged
 from .base import Result, ResultMeta
@@ -103,6 +103,9 @@ def read_result(handle: h5py.File, result_id: str, result_class: Callable[[str],
     if RESULTS_GROUP not in handle or result_id not in handle[RESULTS_GROUP]:
         raise StoreError(f"The file holds no result {result_id!r}.", "list its results with 'workbench inspect'")
     group = handle[RESULTS_GROUP][result_id]
+    linked = link_problem(group)
+    if linked:
+        raise StoreError(f"Result {result_id}: {linked}; the workbench does not follow links in a store.", "it was not written by the workbench; do not use it")
     info = _info(result_id, group)
     if not info.complete:
         raise StoreError(f"Result {result_id} was not completely written.", "run the analysis again")

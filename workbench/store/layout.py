@@ -120,20 +120,33 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
     return handle
 
 
+def link_problem(group: h5py.Group, depth: int = 8) -> str | None:
+    """What in group (and the groups below it) is a link rather than data, or None.
+
+    A store is data, never a pointer: an HDF5 external link would make reading it read
+    another file, and a soft link lets one name stand for another run's data. Links are
+    looked at, never followed; a member that cannot even be looked at is the damage a
+    killed writer leaves, which the run's own checks report."""
+    for name in group.keys():
+        link = group.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            return f"{group.name.rstrip('/')}/{name} is a link to {link.filename}"
+        if isinstance(link, h5py.SoftLink):
+            return f"{group.name.rstrip('/')}/{name} is a soft link to {link.path}"
+        if depth > 0 and group.get(name, getclass=True) is h5py.Group:
+            found = link_problem(group[name], depth - 1)
+            if found:
+                return found
+    return None
+
+
 def _refuse_links(handle: h5py.File, path: Path) -> None:
-    """A store is data, never a pointer: HDF5 external links would make reading it read
-    another file, and soft links let one name stand for another run's data."""
-    found: list[str] = []
-
-    def visit(name: str, link) -> None:
-        if not isinstance(link, h5py.HardLink):
-            found.append(f"/{name} ({'a link to ' + link.filename if isinstance(link, h5py.ExternalLink) else 'a soft link'})")
-            return True  # stop at the first
-        return None
-
-    handle.visititems_links(visit)
-    if found:
-        raise StoreError(f"{path} holds {found[0]}; the workbench does not follow links in a store.", "it was not written by the workbench; do not use it")
+    """The file's top levels (runs and results are listed from them) hold no links; what
+    lies inside a run is checked with the run, so one damaged run spoils only itself."""
+    for group in [handle] + [handle[name] for name in ("runs", "results") if name in handle and isinstance(handle.get(name, getlink=True), h5py.HardLink)]:
+        found = link_problem(group, depth=0)
+        if found:
+            raise StoreError(f"{path}: {found}; the workbench does not follow links in a store.", "it was not written by the workbench; do not use it")
 
 
 # Causal attention patterns are zero above the diagonal, so they are stored as

@@ -17,6 +17,7 @@ from .layout import (
     STATUS_COMPLETE,
     STATUS_DAMAGED,
     STATUS_WRITING,
+    link_problem,
     open_store_file,
     token_key,
     tril_size,
@@ -209,6 +210,9 @@ def _stored_fully(dataset: h5py.Dataset) -> bool:
 
 
 def _structure_problem(group: h5py.Group) -> str | None:
+    linked = link_problem(group)
+    if linked:
+        return f"{linked}, which the workbench does not follow"
     for name in (*_INDEX_DATASETS, "acts"):
         if name not in group:
             return f"its {name!r} is missing"
@@ -286,7 +290,7 @@ def refuse_if_damaged(path) -> None:
         raise StoreError(
             f"{path} holds {', '.join(damaged)}, damaged when the process writing it was killed; "
             "new data written to this file could land on its space.",
-            "write to another file; the other runs in this one stay readable",
+            f"write to another file, or run 'workbench store compact {path}' to drop it; the other runs stay readable",
         )
 
 
