@@ -36,20 +36,43 @@ from workbench.progress import run_to_completion  # noqa: E402
 from workbench.store import ActivationStore  # noqa: E402
 
 
-def make_prompts(model, n_prompts: int, n_tokens: int, seed: int = 0) -> list[list[int]]:
-    """Windows of English text (standard-library docs), tokenized: exactly n_tokens each."""
+def make_prompts(model, n_prompts: int, n_tokens: int, seed: int = 0, lengths: tuple[int, int] | None = None) -> list[list[int]]:
+    """Windows of English text (standard-library docs), tokenized: exactly n_tokens each,
+    or, with lengths (low, high), a length drawn uniformly from that range for each."""
     import argparse as a, collections as c, email as e, http.server as h, json as j, logging as l, pathlib as p, threading as t
 
     text = "\n\n".join(m.__doc__ or "" for m in (a, c, e, h, j, l, p, t))
     text = "\n\n".join(text for _ in range(max(1, (n_prompts * n_tokens * 5) // max(1, len(text)) + 1)))
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
     rng = random.Random(seed)
-    return [ids[s : s + n_tokens] for s in (rng.randrange(0, len(ids) - n_tokens) for _ in range(n_prompts))]
+    sizes = [rng.randint(*lengths) if lengths else n_tokens for _ in range(n_prompts)]
+    return [ids[s : s + size] for size, s in ((size, rng.randrange(0, len(ids) - size)) for size in sizes)]
+
+
+def activation_bytes(path: Path, model) -> int:
+    """What the store's runs hold, counted from the model's sizes and the prompts' lengths
+    alone (not from how the store lays them out): the bytes a store without padding needs."""
+    total = 0
+    with ActivationStore(path) as store:
+        for run in store.runs():
+            lengths = np.array([run.length(i) for i in range(run.n_prompts)], dtype=np.int64)
+            for hook in run.hooks:
+                itemsize = run.dataset(hook).dtype.itemsize
+                if hook.endswith("hook_pattern"):  # causal: the lower triangle of every head
+                    total += itemsize * model.n_heads * int((lengths * (lengths + 1) // 2).sum())
+                else:  # residual stream: d_model per position
+                    total += itemsize * model.cfg.d_model * int(lengths.sum())
+    return total
 
 
 def batches(prompts, batch_size):
-    for start in range(0, len(prompts), batch_size):
-        yield torch.tensor(prompts[start : start + batch_size])
+    """Batches as the store's capture forms them: longest prompts first, each batch right-padded
+    to its longest (causal attention never lets a real token see the padding after it)."""
+    ordered = sorted(prompts, key=len, reverse=True)
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start : start + batch_size]
+        width = max(map(len, chunk))
+        yield torch.tensor([list(p) + [0] * (width - len(p)) for p in chunk])
 
 
 def time_plain(model, prompts, batch_size) -> float:
@@ -100,6 +123,7 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--lengths", type=int, nargs=2, metavar=("LOW", "HIGH"), help="mixed prompt lengths drawn from LOW..HIGH instead of --tokens each")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1, help="take the best of this many timings")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -108,8 +132,8 @@ def main() -> int:
     _quiet_libraries()
 
     model = load_model(args.model)
-    prompts = make_prompts(model, args.prompts, args.tokens)
-    n_tokens = args.prompts * args.tokens
+    prompts = make_prompts(model, args.prompts, args.tokens, lengths=tuple(args.lengths) if args.lengths else None)
+    n_tokens = sum(len(p) for p in prompts)
     catalog = HookCatalog(model.bridge)
     workdir = Path(tempfile.mkdtemp(prefix="bench-cache-"))
     store_path = Path(args.keep) if args.keep else workdir / "bench.h5"
@@ -124,7 +148,8 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
         "presets": {},
     }
-    print(f"{model.name}: {args.prompts} prompts x {args.tokens} tokens, batch {args.batch_size}, {torch.get_num_threads()} torch threads")
+    shape = f"{min(map(len, prompts))}-{max(map(len, prompts))} tokens (mean {n_tokens / len(prompts):.0f})" if args.lengths else f"{args.tokens} tokens"
+    print(f"{model.name}: {args.prompts} prompts x {shape}, batch {args.batch_size}, {torch.get_num_threads()} torch threads")
     time_plain(model, prompts[: args.batch_size], args.batch_size)  # warm-up
     plain = min(time_plain(model, prompts, args.batch_size) for _ in range(args.repeats))
     figures["plain_tokens_per_s"] = n_tokens / plain
@@ -151,6 +176,10 @@ def main() -> int:
         print(f"(c) HDF5 store             {n_tokens / stored:9.0f} tokens/s  ({stored:.1f} s)")
         print(f"    c/a = {row['c_over_a']:.2f}   c/b = {row['c_over_b']:.2f}   (target c/b <= 1.3)")
     size = store_path.stat().st_size
+    on_disk = min(size, store_path.stat().st_blocks * 512)
+    needed = activation_bytes(store_path, model)
+    figures["store_over_activations"] = on_disk / needed
+    print(f"the store takes {on_disk / 2**20:.1f} MiB on disk for {needed / 2**20:.1f} MiB of activations: {on_disk / needed:.3f}x (target <= 1.05)")
     reads = time_head_reads(store_path, run_ids["attention"], model.n_layers, model.n_heads, args.prompts)
     figures["store_bytes"] = size
     figures["head_read"] = reads

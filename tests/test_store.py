@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import REPO
 from workbench.capture import capture_activations
 from workbench.errors import HookError, InputError, StoreError
 from workbench.progress import run_to_completion
@@ -97,15 +98,18 @@ def test_metadata_recorded(lab_model, float32_store):
         assert run.resolve("blocks.0.hook_out") == "blocks.0.hook_resid_post"
 
 
-def test_reading_one_head_touches_one_chunk(lab_model, float32_store):
+def test_patterns_are_stored_ragged_one_head_per_chunk_row(lab_model, float32_store):
     path, result = float32_store
     with ActivationStore(path) as store:
         run = store.run(result.run_id)
         ds = run.dataset("blocks.1.attn.hook_pattern")
-        assert ds.chunks[:2] == (1, 1)  # one head of one prompt per chunk
-        # Causal patterns keep only the lower triangle: half the bytes, no codec cost.
-        assert ds.attrs["layout"] == "lower-triangle"
-        assert ds.shape[-1] == run.length(0) * (run.length(0) + 1) // 2 or ds.shape[-1] >= run.length(0)
+        # Causal patterns keep only the lower triangle, and prompts lie end to end with no
+        # padding: the dataset holds exactly the sum of the prompts' triangles, per head.
+        assert ds.attrs["layout"] == "lower-triangle" and ds.attrs["storage"] == "ragged"
+        lengths = [run.length(i) for i in range(run.n_prompts)]
+        assert len(set(lengths)) > 1  # mixed lengths, so padding would have shown
+        assert ds.shape == (lab_model.n_heads, sum(n * (n + 1) // 2 for n in lengths))
+        assert ds.chunks[0] == 1  # a head's chunks hold that head only
         head = run.pattern(1, 2, 0)
         full = run.read("blocks.1.attn.hook_pattern", 0)
         np.testing.assert_array_equal(head, full[2])
@@ -223,3 +227,30 @@ def test_run_damaged_by_a_kill_is_listed_and_the_rest_stays_readable(lab_model, 
     with pytest.raises(StoreError, match="damaged.*another file"):
         capture(lab_model, path, prompts=PROMPTS[:1], hooks=["attention"])
     assert path.read_bytes() == before
+
+
+def test_format_1_stores_still_read_and_take_new_runs(lab_model, tmp_path):
+    """tests/data/format1-lab.h5 was written by the padded layout (format 1, before ragged
+    storage): it reads as it did, equal to what the model computes, and a new run appended to
+    it is ragged, with the file marked format 2 so older workbenches refuse it."""
+    import shutil
+
+    path = tmp_path / "old.h5"
+    shutil.copy(REPO / "tests" / "data" / "format1-lab.h5", path)
+    with ActivationStore(path) as store:
+        run = store.run()
+        assert "storage" not in run.dataset("blocks.0.hook_resid_post").attrs
+        for prompt in range(run.n_prompts):
+            tokens = torch.from_numpy(np.asarray(run.tokens(prompt), dtype=np.int64))[None]
+            _, cache = lab_model.bridge.run_with_cache(tokens)
+            for hook in run.hooks:
+                expected = cache[hook][0].float().numpy()
+                np.testing.assert_allclose(run.read(hook, prompt), expected, atol=2e-3, rtol=2e-3)
+            np.testing.assert_allclose(run.pattern(1, 3, prompt), cache["blocks.1.attn.hook_pattern"][0, 3].numpy(), atol=2e-3)
+    capture(lab_model, path)
+    with ActivationStore(path) as store:
+        assert store.handle.attrs["format_version"] == 2
+        old, new = store.runs()
+        assert old.complete and new.complete
+        assert new.dataset("blocks.1.attn.hook_pattern").attrs["storage"] == "ragged"
+        np.testing.assert_array_equal(old.read("blocks.1.hook_resid_post", 0).shape, (10, lab_model.cfg.d_model))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from workbench.cli.main import main
+from workbench.errors import StoreError
 from workbench.store import ActivationStore
 
 PROMPTS = ["t1 t2 t3 t4 t1 t2 t3", "t5 t6 t7"]
@@ -97,7 +98,7 @@ def test_activations_shorter_than_the_prompts_are_damage(crafted, capsys):
         for key, value in attrs.items():
             acts[name].attrs[key] = value
     code, out, _ = inspect(capsys, crafted)
-    assert "DAMAGED (activations 'blocks.0.hook_resid_pre' are shorter than the longest prompt)" in out
+    assert "DAMAGED (activations 'blocks.0.hook_resid_pre' do not hold exactly its prompts' positions)" in out
 
 
 def test_escape_sequences_in_a_file_are_shown_not_obeyed(crafted, capsys):
@@ -112,3 +113,58 @@ def test_escape_sequences_in_a_file_are_shown_not_obeyed(crafted, capsys):
 def test_the_healthy_store_is_not_called_damaged(healthy, capsys):
     code, out, _ = inspect(capsys, healthy)
     assert code == 0 and "run-0001  [complete]" in out and "DAMAGED" not in out
+
+
+def test_a_flipped_bit_in_the_data_is_an_error_not_a_wrong_value(crafted, capsys):
+    with ActivationStore(crafted) as store:
+        run = store.run()
+        good = run.read("blocks.1.attn.hook_pattern", 1, (2,))
+        dataset = run.dataset("blocks.1.attn.hook_pattern")
+        chunk = dataset.id.get_chunk_info(2)  # head 2's first chunk: prompt 0, then prompt 1
+        offset = chunk.byte_offset + (dataset.shape[1] - 3) * dataset.dtype.itemsize  # a value of prompt 1
+    with open(crafted, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x10]))
+    with ActivationStore(crafted) as store:
+        run = store.run()
+        assert run.complete  # its structure is whole; its data is not
+        np.testing.assert_array_equal(run.read("blocks.1.attn.hook_pattern", 1, (1,)).shape, good.shape)  # other heads still read
+        with pytest.raises(StoreError, match="pattern of prompt 1 does not match its checksum"):
+            run.read("blocks.1.attn.hook_pattern", 1, (2,))
+        with pytest.raises(StoreError, match="does not match its checksum"):
+            run.read("blocks.1.attn.hook_pattern", 1)  # every head at once checks each
+
+
+def test_the_store_holds_the_activations_without_padding(healthy):
+    """Prompts of mixed lengths: the activation datasets hold their values and (at most) one
+    partly used chunk per head row, not the longest prompt's length for every prompt."""
+    with ActivationStore(healthy) as store:
+        run = store.run()
+        lengths = np.array([run.length(i) for i in range(run.n_prompts)])
+        assert lengths.max() >= 2 * lengths.min()
+        for name in run.hooks:
+            dataset = run.dataset(name)
+            if dataset.attrs["layout"] == "lower-triangle":  # read as [heads, q, k], kept as triangles
+                count = dataset.shape[0] * int((lengths * (lengths + 1) // 2).sum())
+            else:
+                count = sum(np.asarray(run.read(name, i)).size for i in range(run.n_prompts))
+            values = count * dataset.dtype.itemsize
+            assert dataset.id.get_storage_size() <= 1.05 * values, name
+
+
+def test_slots_that_are_not_an_ordering_of_the_prompts_are_damage(crafted, capsys):
+    with h5py.File(crafted, "a") as handle:
+        handle["runs/run-0001/slots"][:] = [0, 0]
+    code, out, _ = inspect(capsys, crafted)
+    assert code == 0 and "DAMAGED (its 'slots' are not an ordering of its prompts)" in out
+
+
+def test_checksums_can_be_left_out_and_such_runs_still_read(tmp_path, capsys):
+    path = tmp_path / "unchecked.h5"
+    assert main(["cache", "--model", "lab:induction", "--hooks", "attention", "--out", str(path), "--quiet", "--no-checksums", "--prompt", PROMPTS[0]]) == 0
+    with ActivationStore(path) as store:
+        run = store.run()
+        assert run.attrs["checksums"] is False and "checksums" not in store.handle[f"runs/{run.id}"]
+        assert run.pattern(1, 0, 0).shape == (8, 8)

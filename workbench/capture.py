@@ -104,6 +104,7 @@ def capture_activations(
     batch_size: int = 8,
     prepend_bos: bool | None = None,
     compression: str = "none",
+    checksums: bool = True,
 ) -> Job[CaptureResult]:
     """Generator: yields Progress per batch and returns a CaptureResult.
 
@@ -121,6 +122,8 @@ def capture_activations(
     prompts = [p if isinstance(p, str) else model.tokenizer.decode(list(t)) for p, t in zip(prompts, token_lists)]
     specs = HookCatalog(model.bridge).resolve(hooks)
     started = time.perf_counter()
+    # Longest prompts first, so each batch pads little; the store keeps them in this order.
+    order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
     writer = RunWriter(
         Path(out),
         metadata=run_metadata(model, specs, prepend_bos),
@@ -129,11 +132,11 @@ def capture_activations(
         str_token_lists=[model.str_tokens(t) for t in token_lists],
         storage_dtype=storage_dtype,
         compression=compression,
+        write_order=order,
+        checksums=checksums,
     )
     target_dtype = STORAGE_DTYPES[storage_dtype]
     causal = getattr(model.cfg, "attention_dir", "causal") == "causal"
-    # Longest prompts first, so each batch pads little.
-    order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
     pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
     device = next(model.bridge.parameters()).device
     done = 0

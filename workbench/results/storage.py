@@ -103,7 +103,7 @@ def read_result(handle: h5py.File, result_id: str, result_class: Callable[[str],
     if RESULTS_GROUP not in handle or result_id not in handle[RESULTS_GROUP]:
         raise StoreError(f"The file holds no result {result_id!r}.", "list its results with 'workbench inspect'")
     group = handle[RESULTS_GROUP][result_id]
-    linked = link_problem(group)
+    linked = link_problem(group, depth=4)
     if linked:
         raise StoreError(f"Result {result_id}: {linked}; the workbench does not follow links in a store.", "it was not written by the workbench; do not use it")
     info = _info(result_id, group)

@@ -54,11 +54,11 @@ def compact_store(path: str | Path, out: str | Path | None = None) -> Compaction
                     copy.attrs[key] = value
                 runs = copy.create_group("runs")
                 for run in read_runs(source):
-                    if run.complete:
+                    if run.complete and run.full_damage is None:
                         source.copy(source["runs"][run.id], runs, name=run.id)
                         report.kept_runs.append(run.id)
                     else:
-                        report.dropped_runs.append(f"{run.id} ({run.status})")
+                        report.dropped_runs.append(f"{run.id} ({'damaged' if run.full_damage is not None else run.status})")
                 if RESULTS_GROUP in source:
                     results = copy.create_group(RESULTS_GROUP)
                     for result_id, group in source[RESULTS_GROUP].items():

@@ -8,8 +8,12 @@
         offsets            [n + 1] int64
         str_tokens         [sum of lengths] utf-8 strings
         token_keys         [n] hash of each prompt's token ids, for lookups
-        acts/<hook name>   [n, *per-prompt shape] with position axes padded to the
-                           longest prompt; attrs: canonical name, position_axes
+        acts/<hook name>   ragged (format 2, store/ragged.py): [*leading, every prompt's
+                           positions end to end, *trailing]; attrs: canonical name,
+                           position_axes, layout, storage, extent_rule, leading_axes.
+                           Format 1 runs hold [n, *per-prompt shape], padded to the
+                           longest prompt; they are still read.
+        checksums/<hook>   [*leading, n] CRC-32 of each prompt's slice (format 2)
 
 A run's status is "writing" until all its data has been flushed, then
 "complete"; only complete runs are ever served. A run whose structure cannot
@@ -31,7 +35,7 @@ import numpy as np
 from ..errors import StoreError
 
 FORMAT_NAME = "interpretability-workbench/activations"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ragged runs (store/ragged.py); format-1 runs (padded) are still read
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 STATUS_WRITING = "writing"
@@ -120,23 +124,25 @@ def open_store_file(path: Path, mode: str) -> h5py.File:
     return handle
 
 
-def link_problem(group: h5py.Group, depth: int = 8) -> str | None:
-    """What in group (and the groups below it) is a link rather than data, or None.
+def link_problem(group: h5py.Group, depth: int = 1) -> str | None:
+    """What in group (and, to depth, the groups below it) is a link rather than data, or None.
 
     A store is data, never a pointer: an HDF5 external link would make reading it read
     another file, and a soft link lets one name stand for another run's data. Links are
-    looked at, never followed; a member that cannot even be looked at is the damage a
-    killed writer leaves, which the run's own checks report."""
+    looked at, never followed; only hard-linked groups are descended into."""
     for name in group.keys():
         link = group.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             return f"{group.name.rstrip('/')}/{name} is a link to {link.filename}"
         if isinstance(link, h5py.SoftLink):
             return f"{group.name.rstrip('/')}/{name} is a soft link to {link.path}"
-        if depth > 0 and group.get(name, getclass=True) is h5py.Group:
-            found = link_problem(group[name], depth - 1)
-            if found:
-                return found
+    if depth > 0:
+        for name in group.keys():
+            member = group[name]
+            if isinstance(member, h5py.Group):
+                found = link_problem(member, depth - 1)
+                if found:
+                    return found
     return None
 
 

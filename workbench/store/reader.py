@@ -23,6 +23,7 @@ from .layout import (
     tril_size,
     unpack_lower_triangle,
 )
+from .ragged import EXTENT_RULES, STORAGE_RAGGED, RaggedShape, crc32, slot_starts
 
 
 def _failure(exc: BaseException) -> str:
@@ -50,6 +51,8 @@ class StoredRun:
     def __init__(self, group: h5py.Group):
         self._group = group
         self.id = group.name.rsplit("/", 1)[-1]
+        self._starts: dict[str, tuple] = {}
+        self._checked: dict[str, str | None] = {}
 
     @classmethod
     def unreadable(cls, run_id: str, reason: str) -> "StoredRun":
@@ -78,6 +81,27 @@ class StoredRun:
             return _structure_problem(self._group)
         except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
             return _failure(exc)
+
+    def activations_damage(self, name: str) -> str | None:
+        """Why one hook's activations cannot be trusted, or None (checked once per run object)."""
+        if name not in self._checked:
+            try:
+                self._checked[name] = _activations_problem(self._group, name, self.lengths)
+            except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+                self._checked[name] = _failure(exc)
+        return self._checked[name]
+
+    @functools.cached_property
+    def full_damage(self) -> str | None:
+        """The run's structure and every hook's activations checked: what `inspect` and
+        compaction go by (serving checks a hook when it is first read)."""
+        if self.damage is not None:
+            return self.damage
+        for name in self.hooks:
+            problem = self.activations_damage(name)
+            if problem is not None:
+                return problem
+        return None
 
     @property
     def status(self) -> str:
@@ -135,12 +159,21 @@ class StoredRun:
         start, stop = self._span(prompt)
         return [v.decode() if isinstance(v, bytes) else str(v) for v in self._group["str_tokens"][start:stop]]
 
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        """Every prompt's token count (from the offsets the structure check verified)."""
+        return np.diff(self._group["offsets"][:])
+
     def length(self, prompt: int) -> int:
         start, stop = self._span(prompt)
         return stop - start
 
     def dataset(self, hook: str) -> h5py.Dataset:
-        return self._group["acts"][self.resolve(hook)]
+        name = self.resolve(hook)
+        problem = self.activations_damage(name)
+        if problem is not None:
+            raise StoreError(f"Run {self.id} is damaged: {problem}.", "it was changed or damaged on disk; capture it again into another file")
+        return self._group["acts"][name]
 
     def read(self, hook: str, prompt: int, index: tuple = ()) -> np.ndarray:
         """Activations of one hook for one prompt, with padding cut away.
@@ -151,6 +184,8 @@ class StoredRun:
         """
         dataset = self.dataset(hook)
         length = self.length(prompt)
+        if _attr(dataset.attrs.get("storage", "")) == STORAGE_RAGGED:
+            return self._read_ragged(dataset, prompt, length, index)
         position_axes = set(int(a) for a in dataset.attrs.get("position_axes", [0]))
         if _attr(dataset.attrs.get("layout", LAYOUT_DENSE)) == LAYOUT_LOWER_TRIANGLE:
             # Leading (head) selections go to HDF5; position selections apply after unpacking.
@@ -170,6 +205,52 @@ class StoredRun:
                 selection.append(chosen)
         return dataset[(prompt, *selection)]
 
+    def _ragged_layout(self, dataset: h5py.Dataset) -> tuple[RaggedShape, np.ndarray]:
+        """The dataset's shape rule and where each prompt starts along its extent (cached)."""
+        name = dataset.name
+        if name not in self._starts:
+            lead = int(dataset.attrs.get("leading_axes", 0))
+            shape = RaggedShape(tuple(dataset.shape[:lead]), tuple(dataset.shape[lead + 1 :]), str(_attr(dataset.attrs.get("extent_rule"))))
+            self._starts[name] = (shape, slot_starts(shape, self.lengths, self.slots))
+        return self._starts[name]
+
+    @functools.cached_property
+    def slots(self) -> np.ndarray:
+        """Where each prompt lies in a ragged run's write order (checked to be a permutation)."""
+        return self._group["slots"][:]
+
+    def _read_ragged(self, dataset: h5py.Dataset, prompt: int, length: int, index: tuple) -> np.ndarray:
+        shape, starts = self._ragged_layout(dataset)
+        n_lead = len(shape.leading)
+        chosen = [index[i] if i < len(index) and index[i] is not None else slice(None) for i in range(n_lead)]
+        slot = int(self.slots[prompt])
+        span = slice(int(starts[slot]), int(starts[slot + 1]))
+        block = dataset[(*chosen, span)]
+        self._verify(dataset, prompt, chosen, block)
+        kept = sum(1 for c in chosen if not isinstance(c, (int, np.integer)))
+        values = shape.unflatten(block, length, kept)
+        if _attr(dataset.attrs.get("layout", LAYOUT_DENSE)) == LAYOUT_LOWER_TRIANGLE:
+            values = unpack_lower_triangle(values, length)
+        rest = [slice(None) if i is None else i for i in index[n_lead:]]
+        return values[(*[slice(None)] * kept, *rest)] if rest else values
+
+    def _verify(self, dataset: h5py.Dataset, prompt: int, chosen: list, block: np.ndarray) -> None:
+        """Compare what was read with the checksums the writer kept: a flipped bit on disk is
+        an error naming the run, hook and prompt, never a wrong heatmap."""
+        if not _attr(self._group.attrs.get("checksums", True)):
+            return  # captured with checksums off (workbench cache --no-checksums)
+        checks = self._group["checksums"][dataset.name.rsplit("/", 1)[-1]]
+        expected = np.asarray(checks[(*chosen, prompt)])
+        kept_shape = block.shape[: expected.ndim]
+        for position in np.ndindex(*kept_shape):
+            got = crc32(block[position])
+            if got != int(expected[position]):
+                hook = dataset.name.rsplit("/", 1)[-1]
+                raise StoreError(
+                    f"Run {self.id}: the stored {hook} of prompt {prompt} does not match its checksum (the file was changed or damaged on disk).",
+                    "capture it again into another file; the other data of this run is checked as it is read",
+                )
+
     def pattern(self, layer: int, head: int, prompt: int) -> np.ndarray:
         """Attention pattern [query, key] of one head."""
         return self.read(f"blocks.{layer}.attn.hook_pattern", prompt, (head,))
@@ -182,8 +263,8 @@ class StoredRun:
 
     def summary(self) -> dict:
         attrs = self.attrs
-        if self.damage is not None:
-            return {"run": self.id, "status": STATUS_DAMAGED, "damage": self.damage, "model": attrs.get("model_spec"),
+        if self.full_damage is not None:
+            return {"run": self.id, "status": STATUS_DAMAGED, "damage": self.full_damage, "model": attrs.get("model_spec"),
                     "fingerprint": attrs.get("model_fingerprint"), "created": attrs.get("created")}
         return {
             "run": self.id,
@@ -210,6 +291,7 @@ def _stored_fully(dataset: h5py.Dataset) -> bool:
 
 
 def _structure_problem(group: h5py.Group) -> str | None:
+    """What is wrong with a run's own structure (not yet its activations), or None."""
     linked = link_problem(group)
     if linked:
         return f"{linked}, which the workbench does not follow"
@@ -234,25 +316,63 @@ def _structure_problem(group: h5py.Group) -> str | None:
     lengths = np.diff(offsets)
     if offsets[0] != 0 or offsets[-1] != n_tokens or (lengths < 1).any():
         return "its offsets do not split its tokens into prompts"
-    longest = int(lengths.max())
-    acts = group["acts"]
-    if not isinstance(acts, h5py.Group):
+    if not isinstance(group["acts"], h5py.Group):
         return "its 'acts' is not a group"
-    for name, dataset in acts.items():
-        if not isinstance(dataset, h5py.Dataset) or dataset.ndim < 2 or dataset.shape[0] != n_prompts:
-            return f"activations {name!r} do not hold one row per prompt"
-        if dataset.dtype not in (np.float16, np.float32):
-            return f"activations {name!r} are {dataset.dtype}, not float16 or float32"
-        layout = _attr(dataset.attrs.get("layout", LAYOUT_DENSE))
-        axes = [int(a) for a in np.atleast_1d(dataset.attrs.get("position_axes", [0]))]
-        if layout == LAYOUT_LOWER_TRIANGLE:
-            if dataset.shape[-1] < tril_size(longest):
-                return f"activations {name!r} are shorter than the longest prompt"
-        elif any(not 0 <= axis < dataset.ndim - 1 or dataset.shape[axis + 1] < longest for axis in axes):
+    if "slots" in group:  # format 2: ragged activations in write order
+        return _slots_problem(group, n_prompts)
+    return None
+
+
+def _activations_problem(group: h5py.Group, name: str, lengths: np.ndarray) -> str | None:
+    """What is wrong with one hook's activations in a run whose structure holds, or None.
+    Checked before the hook's first read, so nothing is read past what is stored."""
+    dataset = group["acts"][name]
+    if not isinstance(dataset, h5py.Dataset):
+        return f"activations {name!r} are not a dataset"
+    if dataset.dtype not in (np.float16, np.float32):
+        return f"activations {name!r} are {dataset.dtype}, not float16 or float32"
+    if _attr(dataset.attrs.get("storage", "")) == STORAGE_RAGGED:
+        if "slots" not in group:
+            return "its 'slots' are missing or the wrong size"
+        wanted = bool(_attr(group.attrs.get("checksums", True)))
+        return _ragged_problem(group["checksums"] if "checksums" in group else None, name, dataset, lengths, wanted)
+    if dataset.ndim < 2 or dataset.shape[0] != len(lengths):
+        return f"activations {name!r} do not hold one row per prompt"
+    longest = int(lengths.max())
+    layout = _attr(dataset.attrs.get("layout", LAYOUT_DENSE))
+    axes = [int(a) for a in np.atleast_1d(dataset.attrs.get("position_axes", [0]))]
+    if layout == LAYOUT_LOWER_TRIANGLE:
+        if dataset.shape[-1] < tril_size(longest):
             return f"activations {name!r} are shorter than the longest prompt"
-        if dataset.compression is None and dataset.chunks is not None and dataset.id.get_num_chunks() < _chunk_count(dataset):
-            return f"activations {name!r} declare chunks that are not stored"
-        dataset.attrs.keys()
+    elif any(not 0 <= axis < dataset.ndim - 1 or dataset.shape[axis + 1] < longest for axis in axes):
+        return f"activations {name!r} are shorter than the longest prompt"
+    if dataset.compression is None and dataset.chunks is not None and dataset.id.get_num_chunks() < _chunk_count(dataset):
+        return f"activations {name!r} declare chunks that are not stored"
+    return None
+
+
+def _slots_problem(group: h5py.Group, n_prompts: int) -> str | None:
+    slots = group.get("slots")
+    if not isinstance(slots, h5py.Dataset) or slots.shape != (n_prompts,) or slots.dtype.kind not in "iu" or not _stored_fully(slots):
+        return "its 'slots' are missing or the wrong size"
+    if not np.array_equal(np.sort(slots[:]), np.arange(n_prompts)):
+        return "its 'slots' are not an ordering of its prompts"
+    return None
+
+
+def _ragged_problem(checksums: h5py.Group | None, name: str, dataset: h5py.Dataset, lengths: np.ndarray, wanted: bool = True) -> str | None:
+    lead = _attr(dataset.attrs.get("leading_axes", -1))
+    rule = _attr(dataset.attrs.get("extent_rule", ""))
+    if not isinstance(lead, int) or not 0 <= lead < dataset.ndim or rule not in EXTENT_RULES:
+        return f"activations {name!r} do not say how their prompts are laid out"
+    shape = RaggedShape(tuple(dataset.shape[:lead]), tuple(dataset.shape[lead + 1 :]), rule)
+    if dataset.shape[lead] != int(shape.extents(lengths).sum()):
+        return f"activations {name!r} do not hold exactly its prompts' positions"
+    checks = checksums.get(name) if isinstance(checksums, h5py.Group) else None
+    if wanted and (not isinstance(checks, h5py.Dataset) or checks.shape != (*shape.leading, len(lengths)) or not _stored_fully(checks)):
+        return f"activations {name!r} have no checksums"
+    if dataset.compression is None and dataset.chunks is not None and dataset.id.get_num_chunks() < _chunk_count(dataset):
+        return f"activations {name!r} declare chunks that are not stored"
     return None
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .layout import (
+    FORMAT_VERSION,
     LAYOUT_DENSE,
     LAYOUT_LOWER_TRIANGLE,
     STATUS_COMPLETE,
@@ -29,9 +30,10 @@ from .layout import (
     STRING_DTYPE,
     open_store_file,
     token_key,
-    tril_size,
 )
 from .lock import StoreLock
+from .ragged import STORAGE_RAGGED, RaggedShape, slot_starts
+from .ragged import chunk_shape as ragged_chunks
 from .reader import refuse_if_damaged
 
 CHUNK_TARGET_BYTES = 1 << 20
@@ -53,9 +55,6 @@ class _Item:
         """Axes of the stored per-prompt array that run over positions (one packed axis for triangles)."""
         return (self.array.ndim - 2,) if self.layout == LAYOUT_LOWER_TRIANGLE else self.position_axes
 
-    def extent(self, length: int) -> int:
-        return tril_size(length) if self.layout == LAYOUT_LOWER_TRIANGLE else length
-
 
 def attribute_value(value):
     """A value HDF5 can hold as an attribute: containers as JSON, str subclasses as str."""
@@ -64,28 +63,6 @@ def attribute_value(value):
     if isinstance(value, (bool, int, float, np.generic)):
         return value
     return str(value)
-
-
-def chunk_shape(sample_shape: tuple[int, ...], itemsize: int, position_axes: tuple[int, ...]) -> tuple[int, ...]:
-    """One prompt per chunk; axes before the first position axis (heads) split to 1.
-
-    An attention pattern [heads, q, k] thus gets one head of one prompt per chunk, so
-    drawing a head reads exactly one chunk; a residual [pos, d_model] is split along
-    positions only when one prompt exceeds about 1 MiB.
-    """
-    chunk = list(sample_shape)
-    first_position = min(position_axes) if position_axes else len(chunk)
-    for axis in range(first_position):
-        chunk[axis] = 1
-    for axis in range(len(chunk)):
-        if int(np.prod(chunk)) * itemsize <= CHUNK_TARGET_BYTES:
-            break
-        if axis not in position_axes:
-            chunk[axis] = 1
-        elif len(position_axes) == 1:
-            rest = itemsize * int(np.prod(chunk[axis + 1 :]))
-            chunk[axis] = max(1, CHUNK_TARGET_BYTES // max(1, rest))
-    return (1, *[max(1, c) for c in chunk])
 
 
 class RunWriter:
@@ -102,6 +79,8 @@ class RunWriter:
         storage_dtype: str = "float32",
         compression: str = "none",
         max_pending_bytes: int = 512 << 20,
+        write_order: list[int] | None = None,
+        checksums: bool = True,
     ):
         if storage_dtype not in ("float32", "float16"):
             raise StoreError(f"Unknown storage dtype {storage_dtype!r}.", "choose float32 or float16")
@@ -110,8 +89,17 @@ class RunWriter:
         self.path = Path(path)
         self.storage_dtype = np.dtype(storage_dtype)
         self.compression = compression
-        self.max_len = max(len(t) for t in token_lists)
         self.n_prompts = len(prompts)
+        self.lengths = np.array([len(t) for t in token_lists], dtype=np.int64)
+        # Prompts lie along the extent in the order they are written, so a batch is one
+        # contiguous write; slots[prompt] says where each one went.
+        order = np.arange(self.n_prompts) if write_order is None else np.asarray(write_order, dtype=np.int64)
+        if sorted(order.tolist()) != list(range(self.n_prompts)):
+            raise StoreError("The write order is not an ordering of the prompts.", "this is a bug; please report it")
+        self.slots = np.empty(self.n_prompts, dtype=np.int64)
+        self.slots[order] = np.arange(self.n_prompts)
+        self._checks: dict[str, tuple] = {}
+        self.checksums = checksums
         # Ours, not HDF5's, file lock: it holds where HDF5_USE_FILE_LOCKING=FALSE (see lock.py).
         self._lock = StoreLock(self.path).acquire()
         try:
@@ -165,7 +153,13 @@ class RunWriter:
         flat_str = [s for strs in str_token_lists for s in strs]
         group.create_dataset("str_tokens", data=np.array(flat_str, dtype=object), dtype=STRING_DTYPE)
         group.create_dataset("token_keys", data=np.array([token_key(t) for t in token_lists], dtype="S32"))
+        group.create_dataset("slots", data=self.slots)
         group.create_group("acts")
+        attrs["checksums"] = self.checksums
+        self._checksums = group.create_group("checksums") if self.checksums else None
+        if int(self._file.attrs.get("format_version", 0)) < FORMAT_VERSION:
+            # Older workbenches cannot read ragged runs: they must refuse the file, not misread it.
+            self._file.attrs["format_version"] = FORMAT_VERSION
 
     # -- producer side (the thread running the model) --------------------------------------
 
@@ -242,10 +236,9 @@ class RunWriter:
     def _dataset(self, item: _Item) -> h5py.Dataset:
         if item.name in self._acts:
             return self._acts[item.name]
-        stored_axes = item.stored_axes()
-        sample_shape = list(item.array.shape[1:])
-        for axis in stored_axes:
-            sample_shape[axis] = item.extent(self.max_len)
+        shape = RaggedShape.of(tuple(item.array.shape[1:]), item.stored_axes(), item.layout)
+        starts = slot_starts(shape, self.lengths, self.slots)
+        total = int(starts[-1])
         compression = None if self.compression == "none" else self.compression
         dcpl = None
         if compression is None:
@@ -256,9 +249,9 @@ class RunWriter:
             dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
         dataset = self._acts.create_dataset(
             item.name,
-            shape=(self.n_prompts, *sample_shape),
+            shape=shape.dataset_shape(total),
             dtype=self.storage_dtype,
-            chunks=chunk_shape(tuple(sample_shape), self.storage_dtype.itemsize, stored_axes),
+            chunks=ragged_chunks(shape, total, self.storage_dtype.itemsize, CHUNK_TARGET_BYTES),
             compression=compression,
             shuffle=compression is not None,
             fillvalue=None if dcpl is not None else 0,
@@ -267,21 +260,34 @@ class RunWriter:
         dataset.attrs["canonical_name"] = item.canonical
         dataset.attrs["position_axes"] = np.array(item.position_axes, dtype=np.int64)
         dataset.attrs["layout"] = item.layout
+        dataset.attrs["storage"] = STORAGE_RAGGED
+        dataset.attrs["extent_rule"] = shape.rule
+        dataset.attrs["leading_axes"] = len(shape.leading)
+        # Checksums are filled in memory and written at the end, before the run is complete.
+        self._checks[item.name] = (shape, starts, np.zeros((*shape.leading, self.n_prompts), dtype=np.uint32))
+        if self._checksums is not None:
+            self._checksums.create_dataset(item.name, data=self._checks[item.name][2])
         return dataset
 
     def _write(self, item: _Item) -> None:
         dataset = self._dataset(item)
-        first, count = item.prompt_indices[0], len(item.prompt_indices)
-        if all(n == self.max_len for n in item.lengths) and item.prompt_indices == list(range(first, first + count)):
-            # The common case (equal-length prompts, no padding): one write for the whole batch.
-            dataset[first : first + count] = item.array
+        shape, starts, checks = self._checks[item.name]
+        lead = (slice(None),) * len(shape.leading)
+        blocks = []
+        for row, (prompt, length) in enumerate(zip(item.prompt_indices, item.lengths)):
+            block = shape.flatten(item.array[row], length)
+            if self.checksums:
+                checks[(*lead, prompt)] = shape.checksums(block)
+            blocks.append(block)
+        slots = self.slots[item.prompt_indices]
+        if np.array_equal(slots, np.arange(slots[0], slots[0] + len(slots))):
+            # A batch in write order: its prompts are adjacent, one write for all of them.
+            span = slice(int(starts[slots[0]]), int(starts[slots[-1] + 1]))
+            dataset[(*lead, span)] = np.concatenate(blocks, axis=len(shape.leading))
         else:
-            for row, (prompt, length) in enumerate(zip(item.prompt_indices, item.lengths)):
-                index = [slice(None)] * (item.array.ndim - 1)
-                for axis in item.stored_axes():
-                    index[axis] = slice(0, item.extent(length))
-                dataset[(prompt, *index)] = item.array[(row, *index)]
-        self._written[item.name] = self._written.get(item.name, 0) + count
+            for slot, block in zip(slots, blocks):
+                dataset[(*lead, slice(int(starts[slot]), int(starts[slot + 1])))] = block
+        self._written[item.name] = self._written.get(item.name, 0) + len(item.prompt_indices)
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -297,6 +303,9 @@ class RunWriter:
             short = sorted(name for name, n in self._written.items() if n != self.n_prompts)
             if short:
                 raise StoreError(f"Run {self.run_id} is missing activations for {short}.", "this is a bug; please report it")
+            for name, (_, _, checks) in self._checks.items():
+                if self._checksums is not None:
+                    self._checksums[name][...] = checks
             for key, value in (extra_attrs or {}).items():
                 self._group.attrs[key] = attribute_value(value)
             self._file.flush()
