@@ -159,12 +159,3 @@ def test_slots_that_are_not_an_ordering_of_the_prompts_are_damage(crafted, capsy
         handle["runs/run-0001/slots"][:] = [0, 0]
     code, out, _ = inspect(capsys, crafted)
     assert code == 0 and "DAMAGED (its 'slots' are not an ordering of its prompts)" in out
-
-
-def test_checksums_can_be_left_out_and_such_runs_still_read(tmp_path, capsys):
-    path = tmp_path / "unchecked.h5"
-    assert main(["cache", "--model", "lab:induction", "--hooks", "attention", "--out", str(path), "--quiet", "--no-checksums", "--prompt", PROMPTS[0]]) == 0
-    with ActivationStore(path) as store:
-        run = store.run()
-        assert run.attrs["checksums"] is False and "checksums" not in store.handle[f"runs/{run.id}"]
-        assert run.pattern(1, 0, 0).shape == (8, 8)

@@ -104,7 +104,6 @@ def capture_activations(
     batch_size: int = 8,
     prepend_bos: bool | None = None,
     compression: str = "none",
-    checksums: bool = True,
 ) -> Job[CaptureResult]:
     """Generator: yields Progress per batch and returns a CaptureResult.
 
@@ -133,7 +132,6 @@ def capture_activations(
         storage_dtype=storage_dtype,
         compression=compression,
         write_order=order,
-        checksums=checksums,
     )
     target_dtype = STORAGE_DTYPES[storage_dtype]
     causal = getattr(model.cfg, "attention_dir", "causal") == "causal"

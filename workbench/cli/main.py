@@ -107,7 +107,6 @@ def cmd_cache(args) -> int:
         batch_size=args.batch_size,
         prepend_bos=_bool_choice(args.bos),
         compression=args.compression,
-        checksums=not args.no_checksums,
     )
     bar = tqdm(total=len(prompts), unit="prompt", file=sys.stderr, disable=len(prompts) < 2 or args.quiet)
     def show(progress) -> None:
@@ -470,7 +469,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage precision")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--compression", default="none", choices=["none", "lzf", "gzip"], help="an HDF5 filter on top (patterns are always stored as packed lower triangles)")
-    p.add_argument("--no-checksums", action="store_true", help="keep no CRC-32 per prompt (about 10%% less writer work; a flipped bit is then not caught)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_cache)
 

@@ -13,7 +13,7 @@
                            position_axes, layout, storage, extent_rule, leading_axes.
                            Format 1 runs hold [n, *per-prompt shape], padded to the
                            longest prompt; they are still read.
-        checksums/<hook>   [*leading, n] CRC-32 of each prompt's slice (format 2)
+        checksums/<hook>   [*leading, n] XXH3-64 of each prompt's slice (format 2)
 
 A run's status is "writing" until all its data has been flushed, then
 "complete"; only complete runs are ever served. A run whose structure cannot

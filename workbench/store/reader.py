@@ -23,7 +23,7 @@ from .layout import (
     tril_size,
     unpack_lower_triangle,
 )
-from .ragged import EXTENT_RULES, STORAGE_RAGGED, RaggedShape, crc32, slot_starts
+from .ragged import CHECKSUM_KIND, EXTENT_RULES, STORAGE_RAGGED, RaggedShape, checksum, slot_starts
 
 
 def _failure(exc: BaseException) -> str:
@@ -237,13 +237,11 @@ class StoredRun:
     def _verify(self, dataset: h5py.Dataset, prompt: int, chosen: list, block: np.ndarray) -> None:
         """Compare what was read with the checksums the writer kept: a flipped bit on disk is
         an error naming the run, hook and prompt, never a wrong heatmap."""
-        if not _attr(self._group.attrs.get("checksums", True)):
-            return  # captured with checksums off (workbench cache --no-checksums)
         checks = self._group["checksums"][dataset.name.rsplit("/", 1)[-1]]
         expected = np.asarray(checks[(*chosen, prompt)])
         kept_shape = block.shape[: expected.ndim]
         for position in np.ndindex(*kept_shape):
-            got = crc32(block[position])
+            got = checksum(block[position])
             if got != int(expected[position]):
                 hook = dataset.name.rsplit("/", 1)[-1]
                 raise StoreError(
@@ -319,7 +317,11 @@ def _structure_problem(group: h5py.Group) -> str | None:
     if not isinstance(group["acts"], h5py.Group):
         return "its 'acts' is not a group"
     if "slots" in group:  # format 2: ragged activations in write order
-        return _slots_problem(group, n_prompts)
+        problem = _slots_problem(group, n_prompts)
+        if problem:
+            return problem
+        if _attr(group.attrs.get("checksum_kind", "")) != CHECKSUM_KIND:
+            return "its checksums are of a kind this workbench does not know"
     return None
 
 
@@ -334,8 +336,7 @@ def _activations_problem(group: h5py.Group, name: str, lengths: np.ndarray) -> s
     if _attr(dataset.attrs.get("storage", "")) == STORAGE_RAGGED:
         if "slots" not in group:
             return "its 'slots' are missing or the wrong size"
-        wanted = bool(_attr(group.attrs.get("checksums", True)))
-        return _ragged_problem(group["checksums"] if "checksums" in group else None, name, dataset, lengths, wanted)
+        return _ragged_problem(group["checksums"] if "checksums" in group else None, name, dataset, lengths)
     if dataset.ndim < 2 or dataset.shape[0] != len(lengths):
         return f"activations {name!r} do not hold one row per prompt"
     longest = int(lengths.max())
@@ -360,7 +361,7 @@ def _slots_problem(group: h5py.Group, n_prompts: int) -> str | None:
     return None
 
 
-def _ragged_problem(checksums: h5py.Group | None, name: str, dataset: h5py.Dataset, lengths: np.ndarray, wanted: bool = True) -> str | None:
+def _ragged_problem(checksums: h5py.Group | None, name: str, dataset: h5py.Dataset, lengths: np.ndarray) -> str | None:
     lead = _attr(dataset.attrs.get("leading_axes", -1))
     rule = _attr(dataset.attrs.get("extent_rule", ""))
     if not isinstance(lead, int) or not 0 <= lead < dataset.ndim or rule not in EXTENT_RULES:
@@ -369,7 +370,7 @@ def _ragged_problem(checksums: h5py.Group | None, name: str, dataset: h5py.Datas
     if dataset.shape[lead] != int(shape.extents(lengths).sum()):
         return f"activations {name!r} do not hold exactly its prompts' positions"
     checks = checksums.get(name) if isinstance(checksums, h5py.Group) else None
-    if wanted and (not isinstance(checks, h5py.Dataset) or checks.shape != (*shape.leading, len(lengths)) or not _stored_fully(checks)):
+    if not isinstance(checks, h5py.Dataset) or checks.shape != (*shape.leading, len(lengths)) or not _stored_fully(checks):
         return f"activations {name!r} have no checksums"
     if dataset.compression is None and dataset.chunks is not None and dataset.id.get_num_chunks() < _chunk_count(dataset):
         return f"activations {name!r} declare chunks that are not stored"

@@ -32,7 +32,7 @@ from .layout import (
     token_key,
 )
 from .lock import StoreLock
-from .ragged import STORAGE_RAGGED, RaggedShape, slot_starts
+from .ragged import CHECKSUM_KIND, STORAGE_RAGGED, RaggedShape, slot_starts
 from .ragged import chunk_shape as ragged_chunks
 from .reader import refuse_if_damaged
 
@@ -80,7 +80,6 @@ class RunWriter:
         compression: str = "none",
         max_pending_bytes: int = 512 << 20,
         write_order: list[int] | None = None,
-        checksums: bool = True,
     ):
         if storage_dtype not in ("float32", "float16"):
             raise StoreError(f"Unknown storage dtype {storage_dtype!r}.", "choose float32 or float16")
@@ -99,7 +98,6 @@ class RunWriter:
         self.slots = np.empty(self.n_prompts, dtype=np.int64)
         self.slots[order] = np.arange(self.n_prompts)
         self._checks: dict[str, tuple] = {}
-        self.checksums = checksums
         # Ours, not HDF5's, file lock: it holds where HDF5_USE_FILE_LOCKING=FALSE (see lock.py).
         self._lock = StoreLock(self.path).acquire()
         try:
@@ -155,8 +153,8 @@ class RunWriter:
         group.create_dataset("token_keys", data=np.array([token_key(t) for t in token_lists], dtype="S32"))
         group.create_dataset("slots", data=self.slots)
         group.create_group("acts")
-        attrs["checksums"] = self.checksums
-        self._checksums = group.create_group("checksums") if self.checksums else None
+        attrs["checksum_kind"] = CHECKSUM_KIND
+        self._checksums = group.create_group("checksums")
         if int(self._file.attrs.get("format_version", 0)) < FORMAT_VERSION:
             # Older workbenches cannot read ragged runs: they must refuse the file, not misread it.
             self._file.attrs["format_version"] = FORMAT_VERSION
@@ -264,9 +262,8 @@ class RunWriter:
         dataset.attrs["extent_rule"] = shape.rule
         dataset.attrs["leading_axes"] = len(shape.leading)
         # Checksums are filled in memory and written at the end, before the run is complete.
-        self._checks[item.name] = (shape, starts, np.zeros((*shape.leading, self.n_prompts), dtype=np.uint32))
-        if self._checksums is not None:
-            self._checksums.create_dataset(item.name, data=self._checks[item.name][2])
+        self._checks[item.name] = (shape, starts, np.zeros((*shape.leading, self.n_prompts), dtype=np.uint64))
+        self._checksums.create_dataset(item.name, data=self._checks[item.name][2])
         return dataset
 
     def _write(self, item: _Item) -> None:
@@ -276,8 +273,7 @@ class RunWriter:
         blocks = []
         for row, (prompt, length) in enumerate(zip(item.prompt_indices, item.lengths)):
             block = shape.flatten(item.array[row], length)
-            if self.checksums:
-                checks[(*lead, prompt)] = shape.checksums(block)
+            checks[(*lead, prompt)] = shape.checksums(block)
             blocks.append(block)
         slots = self.slots[item.prompt_indices]
         if np.array_equal(slots, np.arange(slots[0], slots[0] + len(slots))):
@@ -304,8 +300,7 @@ class RunWriter:
             if short:
                 raise StoreError(f"Run {self.run_id} is missing activations for {short}.", "this is a bug; please report it")
             for name, (_, _, checks) in self._checks.items():
-                if self._checksums is not None:
-                    self._checksums[name][...] = checks
+                self._checksums[name][...] = checks
             for key, value in (extra_attrs or {}).items():
                 self._group.attrs[key] = attribute_value(value)
             self._file.flush()
