@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.capture import capture_activations  # noqa: E402
+from workbench.disk import disk_bytes  # noqa: E402
 from workbench.cli.main import _quiet_libraries  # noqa: E402
 from workbench.hooks import HookCatalog  # noqa: E402
 from workbench.models import load_model  # noqa: E402
@@ -176,7 +177,7 @@ def main() -> int:
         print(f"(c) HDF5 store             {n_tokens / stored:9.0f} tokens/s  ({stored:.1f} s)")
         print(f"    c/a = {row['c_over_a']:.2f}   c/b = {row['c_over_b']:.2f}   (target c/b <= 1.3)")
     size = store_path.stat().st_size
-    on_disk = min(size, store_path.stat().st_blocks * 512)
+    on_disk = disk_bytes(store_path)
     needed = activation_bytes(store_path, model)
     figures["store_over_activations"] = on_disk / needed
     print(f"the store takes {on_disk / 2**20:.1f} MiB on disk for {needed / 2**20:.1f} MiB of activations: {on_disk / needed:.3f}x (target <= 1.05)")

@@ -8,9 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from ..disk import disk_bytes, human_bytes
 from ..errors import WorkbenchError
 from ..outputs import check_output_file, check_store_output, write_or_rescue
 from ..progress import run_to_completion
+from ..prompts_file import read_prompts_file
 from ..threads import apply_torch_threads
 
 DEFAULT_MODEL = "smollm2"
@@ -74,17 +76,7 @@ def cmd_models(args) -> int:
 def _read_prompts(args) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        path = Path(args.prompts_file)
-        if not path.is_file():
-            raise WorkbenchError(f"Prompts file not found: {path}.", "give a text file with one prompt per line")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            line = path.read_bytes()[: exc.start].count(b"\n") + 1
-            raise WorkbenchError(f"Prompts file {path} is not UTF-8 text (byte {exc.start + 1}, line {line}).", "save it as UTF-8") from None
-        except OSError as exc:
-            raise WorkbenchError(f"Prompts file {path} cannot be read ({exc.strerror}).", "check its permissions") from None
-        prompts += [line for line in text.splitlines() if line.strip()]
+        prompts += read_prompts_file(args.prompts_file)
     if not prompts:
         raise WorkbenchError("No prompts given.", "pass --prompt TEXT or --prompts-file FILE")
     return prompts
@@ -129,14 +121,6 @@ def cmd_cache(args) -> int:
     return 0
 
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def cmd_inspect(args) -> int:
     from ..store import ActivationStore
 
@@ -158,11 +142,7 @@ def cmd_inspect(args) -> int:
             ]
             print(json.dumps({"file": str(args.file), "runs": out, "results": results}, indent=2))
             return 0
-        # Blocks actually used: runs allocate their space up front and an interrupted
-        # one leaves it sparse, so the apparent size would overstate the file.
-        stat = Path(args.file).stat()
-        size = min(stat.st_size, getattr(stat, "st_blocks", 0) * 512 or stat.st_size)
-        _say(f"{args.file}: workbench store, {len(runs)} activation run(s), {_human_bytes(size)}")
+        _say(f"{args.file}: workbench store, {len(runs)} activation run(s), {human_bytes(disk_bytes(Path(args.file)))}")
         for run in runs:
             s = run.summary()
             state = s["status"] if s["status"] != "writing" else "INCOMPLETE (interrupted before it finished; never used)"
@@ -188,7 +168,7 @@ def cmd_inspect(args) -> int:
             for name in hooks[: args.hooks] if not args.all_hooks else hooks:
                 ds = run.dataset(name)
                 stored = ds.id.get_storage_size()
-                _say(f"    {name:<36} {str(tuple(ds.shape)):<22} {ds.dtype}  {_human_bytes(stored)}")
+                _say(f"    {name:<36} {str(tuple(ds.shape)):<22} {ds.dtype}  {human_bytes(stored)}")
             if len(hooks) > args.hooks and not args.all_hooks:
                 _say(f"    ... {len(hooks) - args.hooks} more (--all-hooks lists them)")
         _print_results(store)
@@ -388,7 +368,7 @@ def cmd_store_compact(args) -> int:
         f"compacted {args.file} into {done.path}: kept {len(done.kept_runs)} run(s) and {done.kept_results} result(s); "
         f"dropped incomplete runs: {dropped}" + (f" and {done.dropped_results} incomplete result(s)" if done.dropped_results else "")
     )
-    print(f"{_human_bytes(done.bytes_before)} -> {_human_bytes(done.bytes_after)} on disk")
+    print(f"{human_bytes(done.bytes_before)} -> {human_bytes(done.bytes_after)} on disk")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from ..disk import human_bytes
 from ..paths import cache_dir_location
 from . import environment
 from .selfcheck import SelfCheck, StepOutcome
@@ -63,7 +64,7 @@ def format_environment(report: dict) -> list[str]:
     for index, device in enumerate(report["devices"]):
         lines.append(f"{'devices' if index == 0 else '':<17}{device}")
     cache = report["cache_folder"]
-    size = environment.human_bytes(cache["bytes"]) if cache["exists"] else "not a folder" if cache["not_a_folder"] else "does not exist yet"
+    size = human_bytes(cache["bytes"]) if cache["exists"] else "not a folder" if cache["not_a_folder"] else "does not exist yet"
     lines.append(f"cache folder     {cache['path']} ({size})")
     return lines
 
@@ -82,7 +83,7 @@ def diagnose(print_line: Callable[[str], None] | None = None, self_check: bool =
         emit(line)
     outcomes: list[StepOutcome] = []
     if self_check:
-        emit(f"\nself-check on the lab model:")
+        emit("\nself-check on the lab model:")
         started = time.perf_counter()
         outcomes = SelfCheck(report=lambda outcome: emit(format_outcome(outcome))).run()
         failed = [o.name for o in outcomes if o.status == "failed"]

@@ -115,14 +115,6 @@ def folder_size(path: Path) -> int:
     return total
 
 
-def human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
-
-
 def hdf5_version() -> str:
     try:
         import h5py

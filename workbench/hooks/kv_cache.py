@@ -32,9 +32,9 @@ _HALF_TOLERANCE = 2e-2
 _PROBE_TOKENS = 7
 _PROBE_PREFIX = 4
 
-# bridge -> "ok" once proven; failures are not remembered (a later version of the
-# environment is a new process anyway, and the probe costs three short passes).
-_checked: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+# Bridges whose cache round trip is proven; failures are not remembered (a later version
+# of the environment is a new process anyway, and the probe costs three short passes).
+_checked: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
 
 
 class KVCacheUnsupported(WorkbenchError):
@@ -100,14 +100,14 @@ def check_kv_cache(bridge) -> None:
     # The bridge hands HF the cache by its old name, which 5.25+ answers with a FutureWarning
     # on every pass; the probe below is what tells whether the name still works.
     warnings.filterwarnings("ignore", message=r"`past_key_values` is deprecated", category=FutureWarning)
-    if _checked.get(bridge) == "ok":
+    if bridge in _checked:
         return
     problem = _probe(bridge)
     if problem == "empty" and _rename_cache_argument(bridge):
         problem = _probe(bridge)
     if problem is not None:
         raise _unsupported(problem if problem != "empty" else "the attention modules never fill the cache")
-    _checked[bridge] = "ok"
+    _checked.add(bridge)
 
 
 def _probe(bridge) -> str | None:

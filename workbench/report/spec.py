@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, WorkbenchError
+from ..prompts_file import read_prompts_file
 
 BOS_CHOICES = ("auto", "on", "off")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -172,14 +173,10 @@ def parse_spec(text: str, base_dir: str | Path = ".", path: Path | None = None, 
     _unknown_keys(prompts_table, _PROMPT_KEYS, name, "[prompts]")
     prompts = _string_list(prompts_table.get("text", []), name, "prompts.text")
     if "file" in prompts_table:
-        prompt_file = Path(_resolve_file(prompts_table["file"], base_dir, name, "prompts.file", allow_outside))
-        if not prompt_file.is_file():
-            raise _fail(name, f"prompts.file {prompt_file} is not a file.", "give a text file with one prompt per line")
         try:
-            prompt_text = prompt_file.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise _fail(name, f"prompts.file {prompt_file} is not UTF-8 text.", "save it as UTF-8") from None
-        prompts += [line for line in prompt_text.splitlines() if line.strip()]
+            prompts += read_prompts_file(_resolve_file(prompts_table["file"], base_dir, name, "prompts.file", allow_outside))
+        except InputError as exc:
+            raise _fail(name, exc.message, exc.hint) from None
 
     store = data.get("store")
     if store is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import h5py
 
+from ..disk import disk_bytes
 from ..errors import StoreError
 from .layout import STATUS_COMPLETE, open_store_file
 from .lock import writing
@@ -32,11 +33,6 @@ class Compaction:
     dropped_results: int = 0
 
 
-def _disk_bytes(path: Path) -> int:
-    stat = path.stat()
-    return min(stat.st_size, getattr(stat, "st_blocks", 0) * 512 or stat.st_size)
-
-
 def compact_store(path: str | Path, out: str | Path | None = None) -> Compaction:
     """Rewrite the store at path without its incomplete runs and results (into out when
     given, else in place). Holds the store's writer lock throughout."""
@@ -48,7 +44,7 @@ def compact_store(path: str | Path, out: str | Path | None = None) -> Compaction
     with writing(path):
         source = open_store_file(path, "r")
         try:
-            report = Compaction(path=target, bytes_before=_disk_bytes(path), bytes_after=0)
+            report = Compaction(path=target, bytes_before=disk_bytes(path), bytes_after=0)
             with h5py.File(partial, "w") as copy:
                 for key, value in source.attrs.items():
                     copy.attrs[key] = value
@@ -78,7 +74,7 @@ def compact_store(path: str | Path, out: str | Path | None = None) -> Compaction
             partial.unlink(missing_ok=True)
             raise
         os.replace(partial, target)
-    report.bytes_after = _disk_bytes(target)
+    report.bytes_after = disk_bytes(target)
     return report
 
 

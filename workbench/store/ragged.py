@@ -67,16 +67,12 @@ class RaggedShape:
     def dataset_shape(self, total: int) -> tuple[int, ...]:
         return (*self.leading, total, *self.trailing)
 
-    @property
-    def extent_axis(self) -> int:
-        return len(self.leading)
-
     def flatten(self, sample: np.ndarray, length: int) -> np.ndarray:
         """One prompt's stored array (positions padded or not) -> [*leading, extent, *trailing]."""
         lead = len(self.leading)
         n_position_axes = sample.ndim - lead - len(self.trailing)
-        if self.rule == EXTENT_TRIANGLE:
-            cut = sample[(Ellipsis, slice(0, tril_size(length)))] if not self.trailing else sample
+        if self.rule == EXTENT_TRIANGLE:  # [*heads, packed]: the packed axis is the last
+            cut = sample[..., : tril_size(length)]
         else:
             index = [slice(None)] * sample.ndim
             for axis in range(lead, lead + n_position_axes):

@@ -209,8 +209,7 @@ class StoredRun:
         """The dataset's shape rule and where each prompt starts along its extent (cached)."""
         name = dataset.name
         if name not in self._starts:
-            lead = int(dataset.attrs.get("leading_axes", 0))
-            shape = RaggedShape(tuple(dataset.shape[:lead]), tuple(dataset.shape[lead + 1 :]), str(_attr(dataset.attrs.get("extent_rule"))))
+            shape = _stored_shape(dataset)
             self._starts[name] = (shape, slot_starts(shape, self.lengths, self.slots))
         return self._starts[name]
 
@@ -336,7 +335,16 @@ def _activations_problem(group: h5py.Group, name: str, lengths: np.ndarray) -> s
     if _attr(dataset.attrs.get("storage", "")) == STORAGE_RAGGED:
         if "slots" not in group:
             return "its 'slots' are missing or the wrong size"
-        return _ragged_problem(group["checksums"] if "checksums" in group else None, name, dataset, lengths)
+        problem = _ragged_problem(group["checksums"] if "checksums" in group else None, name, dataset, lengths)
+    else:
+        problem = _padded_problem(name, dataset, lengths)
+    if problem is None and dataset.compression is None and dataset.chunks is not None and dataset.id.get_num_chunks() < _chunk_count(dataset):
+        problem = f"activations {name!r} declare chunks that are not stored"
+    return problem
+
+
+def _padded_problem(name: str, dataset: h5py.Dataset, lengths: np.ndarray) -> str | None:
+    """Format 1: one row per prompt, positions padded to the longest."""
     if dataset.ndim < 2 or dataset.shape[0] != len(lengths):
         return f"activations {name!r} do not hold one row per prompt"
     longest = int(lengths.max())
@@ -347,8 +355,6 @@ def _activations_problem(group: h5py.Group, name: str, lengths: np.ndarray) -> s
             return f"activations {name!r} are shorter than the longest prompt"
     elif any(not 0 <= axis < dataset.ndim - 1 or dataset.shape[axis + 1] < longest for axis in axes):
         return f"activations {name!r} are shorter than the longest prompt"
-    if dataset.compression is None and dataset.chunks is not None and dataset.id.get_num_chunks() < _chunk_count(dataset):
-        return f"activations {name!r} declare chunks that are not stored"
     return None
 
 
@@ -366,15 +372,20 @@ def _ragged_problem(checksums: h5py.Group | None, name: str, dataset: h5py.Datas
     rule = _attr(dataset.attrs.get("extent_rule", ""))
     if not isinstance(lead, int) or not 0 <= lead < dataset.ndim or rule not in EXTENT_RULES:
         return f"activations {name!r} do not say how their prompts are laid out"
-    shape = RaggedShape(tuple(dataset.shape[:lead]), tuple(dataset.shape[lead + 1 :]), rule)
+    shape = _stored_shape(dataset)
     if dataset.shape[lead] != int(shape.extents(lengths).sum()):
         return f"activations {name!r} do not hold exactly its prompts' positions"
     checks = checksums.get(name) if isinstance(checksums, h5py.Group) else None
     if not isinstance(checks, h5py.Dataset) or checks.shape != (*shape.leading, len(lengths)) or not _stored_fully(checks):
         return f"activations {name!r} have no checksums"
-    if dataset.compression is None and dataset.chunks is not None and dataset.id.get_num_chunks() < _chunk_count(dataset):
-        return f"activations {name!r} declare chunks that are not stored"
     return None
+
+
+def _stored_shape(dataset: h5py.Dataset) -> RaggedShape:
+    """How a ragged dataset lays out its prompts, from its own attributes (which
+    _ragged_problem checks before any read)."""
+    lead = int(_attr(dataset.attrs.get("leading_axes", 0)))
+    return RaggedShape(tuple(dataset.shape[:lead]), tuple(dataset.shape[lead + 1 :]), str(_attr(dataset.attrs.get("extent_rule"))))
 
 
 def _chunk_count(dataset: h5py.Dataset) -> int:

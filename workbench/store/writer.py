@@ -32,8 +32,7 @@ from .layout import (
     token_key,
 )
 from .lock import StoreLock
-from .ragged import CHECKSUM_KIND, STORAGE_RAGGED, RaggedShape, slot_starts
-from .ragged import chunk_shape as ragged_chunks
+from .ragged import CHECKSUM_KIND, STORAGE_RAGGED, RaggedShape, chunk_shape, slot_starts
 from .reader import refuse_if_damaged
 
 CHUNK_TARGET_BYTES = 1 << 20
@@ -249,7 +248,7 @@ class RunWriter:
             item.name,
             shape=shape.dataset_shape(total),
             dtype=self.storage_dtype,
-            chunks=ragged_chunks(shape, total, self.storage_dtype.itemsize, CHUNK_TARGET_BYTES),
+            chunks=chunk_shape(shape, total, self.storage_dtype.itemsize, CHUNK_TARGET_BYTES),
             compression=compression,
             shuffle=compression is not None,
             fillvalue=None if dcpl is not None else 0,
