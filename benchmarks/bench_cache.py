@@ -4,7 +4,7 @@ SmolLM2-135M on 64 prompts of 128 tokens, for the residual-stream and
 attention-pattern presets:
   (a) a plain forward pass            (no hooks)
   (b) run_with_cache in memory        (the same hooks, activations copied to CPU)
-  (c) the HDF5 store                  (workbench.capture, writer thread, lzf compression)
+  (c) the HDF5 store                  (workbench.capture, writer thread, no compression: the default)
 prints tokens/s of each and the ratios c/a and c/b (time ratios: 1.3 means 30% slower),
 then the time to read one head's pattern for one prompt from the store (> 1 GB).
 

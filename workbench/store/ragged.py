@@ -116,7 +116,11 @@ def slot_starts(shape: RaggedShape, lengths: np.ndarray, slots: np.ndarray) -> n
 
 
 def chunk_shape(shape: RaggedShape, total: int, itemsize: int, target_bytes: int) -> tuple[int, ...]:
-    """One leading index per chunk, about target_bytes along the extent, never past the data."""
-    row = itemsize * int(np.prod(shape.trailing, dtype=np.int64))
+    """One leading index per chunk, never past the data; a row of chunks (one per leading
+    index, the same stretch of the extent) takes about target_bytes."""
+    row = itemsize * int(np.prod(shape.trailing, dtype=np.int64)) * int(np.prod(shape.leading, dtype=np.int64))
     along = max(1, min(total, target_bytes // max(1, row)))
+    # Chunks of equal size that just cover the extent: the last one wastes next to nothing.
+    n_chunks = -(-max(1, total) // along)
+    along = -(-max(1, total) // n_chunks)
     return (*[1] * len(shape.leading), along, *shape.trailing)

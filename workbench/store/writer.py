@@ -32,10 +32,13 @@ from .layout import (
     token_key,
 )
 from .lock import StoreLock
+from .appender import ChunkAppender
 from .ragged import CHECKSUM_KIND, STORAGE_RAGGED, RaggedShape, chunk_shape, slot_starts
 from .reader import refuse_if_damaged
 
-CHUNK_TARGET_BYTES = 1 << 20
+CHUNK_TARGET_BYTES = 1 << 20  # a row of chunks (every head of a stretch of positions)
+MIN_CHUNK_ROW_BYTES = 64 << 10
+CHUNK_BUFFER_BYTES = 256 << 20  # the rows being filled, all hooks together
 COMPRESSIONS = ("none", "lzf", "gzip")
 
 
@@ -116,6 +119,8 @@ class RunWriter:
             raise
         self._acts = self._group["acts"]
         self._written: dict[str, int] = {}
+        self._appenders: dict[str, ChunkAppender] = {}
+        self._chunk_row_bytes = CHUNK_TARGET_BYTES
         self._queue: queue.Queue = queue.Queue()
         self._pending = 0
         # The first batch is held until all datasets exist (see _end_batch_on_disk);
@@ -220,6 +225,9 @@ class RunWriter:
             # the metadata flushed before any data lands. Later batches then write raw
             # chunk bytes only, so a kill at any point leaves the file's structure whole.
             items, self._first_batch = self._first_batch, None
+            # Each dataset holds one row of chunks in memory (see appender.py); the rows of
+            # all hooks together stay within CHUNK_BUFFER_BYTES.
+            self._chunk_row_bytes = min(CHUNK_TARGET_BYTES, max(MIN_CHUNK_ROW_BYTES, CHUNK_BUFFER_BYTES // max(1, len({i.name for i in items}))))
             try:
                 for item in items:
                     self._dataset(item)
@@ -248,7 +256,7 @@ class RunWriter:
             item.name,
             shape=shape.dataset_shape(total),
             dtype=self.storage_dtype,
-            chunks=chunk_shape(shape, total, self.storage_dtype.itemsize, CHUNK_TARGET_BYTES),
+            chunks=chunk_shape(shape, total, self.storage_dtype.itemsize, self._chunk_row_bytes),
             compression=compression,
             shuffle=compression is not None,
             fillvalue=None if dcpl is not None else 0,
@@ -263,10 +271,11 @@ class RunWriter:
         # Checksums are filled in memory and written at the end, before the run is complete.
         self._checks[item.name] = (shape, starts, np.zeros((*shape.leading, self.n_prompts), dtype=np.uint64))
         self._checksums.create_dataset(item.name, data=self._checks[item.name][2])
+        self._appenders[item.name] = ChunkAppender(dataset, len(shape.leading), direct=compression is None)
         return dataset
 
     def _write(self, item: _Item) -> None:
-        dataset = self._dataset(item)
+        self._dataset(item)
         shape, starts, checks = self._checks[item.name]
         lead = (slice(None),) * len(shape.leading)
         blocks = []
@@ -274,14 +283,9 @@ class RunWriter:
             block = shape.flatten(item.array[row], length)
             checks[(*lead, prompt)] = shape.checksums(block)
             blocks.append(block)
-        slots = self.slots[item.prompt_indices]
-        if np.array_equal(slots, np.arange(slots[0], slots[0] + len(slots))):
-            # A batch in write order: its prompts are adjacent, one write for all of them.
-            span = slice(int(starts[slots[0]]), int(starts[slots[-1] + 1]))
-            dataset[(*lead, span)] = np.concatenate(blocks, axis=len(shape.leading))
-        else:
-            for slot, block in zip(slots, blocks):
-                dataset[(*lead, slice(int(starts[slot]), int(starts[slot + 1])))] = block
+        appender = self._appenders[item.name]
+        for slot, block in zip(self.slots[item.prompt_indices], blocks):
+            appender.write(int(starts[slot]), block)
         self._written[item.name] = self._written.get(item.name, 0) + len(item.prompt_indices)
 
     # -- ending ------------------------------------------------------------------------------
@@ -298,6 +302,8 @@ class RunWriter:
             short = sorted(name for name, n in self._written.items() if n != self.n_prompts)
             if short:
                 raise StoreError(f"Run {self.run_id} is missing activations for {short}.", "this is a bug; please report it")
+            for appender in self._appenders.values():
+                appender.drain()
             for name, (_, _, checks) in self._checks.items():
                 self._checksums[name][...] = checks
             for key, value in (extra_attrs or {}).items():
