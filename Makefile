@@ -12,7 +12,7 @@ LOCK_PYTHON := 3.11
 PIP_TOOLS  := pip-tools==7.7.0
 TORCH_LOCKED = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' $(LOCK))
 
-.PHONY: setup run test test-latest lock doctor bench clean
+.PHONY: setup run check test test-fast test-latest lock doctor bench clean
 
 $(STAMP): $(LOCK) $(MODEL_LOCK) pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LOCK_PYTHON)".split("."))))' || { \
@@ -37,8 +37,20 @@ run: $(STAMP)
 	$(BIN)/workbench cache --model smollm2 --prompt "$(PROMPT)" --hooks residual,attention --out out/smollm2-demo.h5
 	$(BIN)/workbench inspect out/smollm2-demo.h5
 
-test: $(STAMP)
+# The architecture and code checks, configured in pyproject.toml: the import rules (Qt only in
+# the GUI, the layers, independent plugins), lint, and types of the Qt-free core.
+check: $(STAMP)
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: check
 	$(BIN)/python -m pytest
+
+# The fast tier (about a minute here): the checks, then every test but the SmolLM2 ones and
+# the slow ones (whole commands in subprocesses); `make test` runs everything.
+test-fast: check
+	$(BIN)/python -m pytest -q -m "not smollm2 and not slow"
 
 doctor: $(STAMP)
 	$(BIN)/workbench doctor

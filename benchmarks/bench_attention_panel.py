@@ -4,9 +4,10 @@ Drives the real main window offscreen: loads the model, types a 1,024-token prom
 opens the attention panel and runs it once (which fills the session's activation store
 with every layer's patterns), then opens heads one after another as a click in the grid
 does. Each switch is timed from the click to the end of a synchronous repaint of the
-panel, so it includes the store read (one chunk), the display transforms, handing the
-1,024 x 1,024 matrix to pyqtgraph and drawing it at screen resolution. Heads are all
-distinct, so no switch is served from the panel's small cache of recent heads.
+panel, so it includes the plugin's `pattern` query on a worker thread (the store read,
+one chunk) and its hand-back, the display transforms, handing the 1,024 x 1,024 matrix
+to pyqtgraph and drawing it at screen resolution. Heads are all distinct, so no switch
+is served from the query's small cache of recent heads.
 
     QT_QPA_PLATFORM=offscreen python benchmarks/bench_attention_panel.py [--tokens 1024] [--switches 40] [--json FILE]
 """
@@ -28,6 +29,8 @@ from PySide6.QtCore import QEventLoop, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from workbench.cli.main import _quiet_libraries  # noqa: E402
+from workbench_attention import queries  # noqa: E402
+from workbench_attention.store_access import StoredPatterns  # noqa: E402
 
 
 def wait_for(signal, timeout_s: float) -> list:
@@ -49,7 +52,13 @@ def wait_for(signal, timeout_s: float) -> list:
 def long_prompt(model, n_tokens: int) -> str:
     """English text (standard-library docs) on one line (the prompt editor reads one prompt
     per line), cut to exactly n_tokens tokens of this model."""
-    import argparse as a, collections as c, email as e, json as j, logging as l, pathlib as p, threading as t
+    import argparse as a
+    import collections as c
+    import email as e
+    import json as j
+    import logging as l
+    import pathlib as p
+    import threading as t
 
     text = " ".join(" ".join((m.__doc__ or "").split()) for m in (a, c, e, j, l, p, t))
     while len(model.tokenize(text)) < n_tokens + 16:
@@ -119,7 +128,7 @@ def main(argv=None) -> int:
 
     # Distinct heads in a spread-out order, as a user clicking around the grid.
     heads = [(layer, head) for layer in range(model.n_layers) for head in range(model.n_heads)]
-    order = [heads[(i * 97) % len(heads)] for i in range(min(args.switches, len(heads)))]
+    order = [heads[(i * 97) % len(heads)] for i in range(1, min(args.switches, len(heads) - 1) + 1)]  # not L0H0, which the run shows
     switch_ms, read_ms = [], []
     profiler = None
     if args.profile:
@@ -128,12 +137,14 @@ def main(argv=None) -> int:
         profiler = cProfile.Profile()
         profiler.enable()
     for layer, head in order:
-        panel._store().forget_recent()  # every switch reads its head from the store
+        queries.forget_recent_heads()  # every switch reads its head from the store
         t0 = time.perf_counter()
-        panel.select_head(layer, head)  # what a click in the grid calls
+        panel.select_head(layer, head)  # what a click in the grid calls: the `pattern` query, in the background
+        answer = (wait_for(panel.result_changed, 60) or [None])[0]  # ... answered and handed to render()
         t1 = time.perf_counter()
         panel.repaint()  # synchronous paint: the heatmap (at screen resolution), grid and text view
         t2 = time.perf_counter()
+        assert answer is not None and (answer.layer, answer.head) == (layer, head), panel.status.text()
         assert panel.main_view.weights.shape == (n, n)
         switch_ms.append(1000 * (t2 - t0))
         read_ms.append(1000 * (t1 - t0))
@@ -141,11 +152,12 @@ def main(argv=None) -> int:
 
     # The store read alone, for the same heads.
     tokens = model.tokenize(prompt)
+    stored = StoredPatterns(window.store_path, model.fingerprint, model.n_layers)
     store_only = []
     for layer, head in order:
-        panel._store().forget_recent()
+        stored.forget_recent()
         t0 = time.perf_counter()
-        panel._store().head(tokens, layer, head)
+        stored.head(tokens, layer, head)
         store_only.append(1000 * (time.perf_counter() - t0))
 
     # Display options only redraw: linear <-> log.
@@ -176,7 +188,7 @@ def main(argv=None) -> int:
         "heatmap_pixels": [drawn.width(), drawn.height()],
         "first_run_s": round(run_seconds, 2),
         "head_switch": summarise(switch_ms),
-        "head_switch_until_drawn_is_queued": summarise(read_ms),
+        "head_switch_until_answered": summarise(read_ms),
         "store_read_one_head": summarise(store_only),
         "scale_toggle_redraw": summarise(redraw_ms),
         "destination_change": summarise(destination_ms),
@@ -184,7 +196,7 @@ def main(argv=None) -> int:
     image_rows, image_cols = panel.main_view.image.image.shape[:2]
     figures["drawn_image"] = [image_rows, image_cols]
     print(f"heatmap area {drawn.width()} x {drawn.height()} px: the {n} x {n} pattern is drawn as a {image_rows} x {image_cols} image (each pixel the largest weight it covers)")
-    for name in ("head_switch", "head_switch_until_drawn_is_queued", "store_read_one_head", "scale_toggle_redraw", "destination_change"):
+    for name in ("head_switch", "head_switch_until_answered", "store_read_one_head", "scale_toggle_redraw", "destination_change"):
         s = figures[name]
         print(f"{name:36s} median {s['median_ms']:6.1f} ms   p90 {s['p90_ms']:6.1f} ms   max {s['max_ms']:6.1f} ms   (n={s['n']})")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -198,9 +210,10 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     if args.screenshot:
         layer, head = max(
-            ((l, h) for l in range(result.n_layers) for h in range(result.n_heads)), key=lambda lh: result.previous_token_weight[lh]
+            ((i, j) for i in range(result.n_layers) for j in range(result.n_heads)), key=lambda lh: result.previous_token_weight[lh]
         )
         panel.select_head(layer, head)
+        wait_for(panel.result_changed, 60)
         app.processEvents()
         panel.grab().save(args.screenshot)
         print(f"wrote {args.screenshot} (L{layer}H{head}, the strongest previous-token head)")

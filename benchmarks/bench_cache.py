@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from workbench.capture import capture_activations  # noqa: E402
-from workbench.disk import disk_bytes  # noqa: E402
 from workbench.cli.main import _quiet_libraries  # noqa: E402
+from workbench.disk import disk_bytes  # noqa: E402
 from workbench.hooks import HookCatalog  # noqa: E402
 from workbench.models import load_model  # noqa: E402
 from workbench.progress import run_to_completion  # noqa: E402
@@ -40,7 +40,14 @@ from workbench.store import ActivationStore  # noqa: E402
 def make_prompts(model, n_prompts: int, n_tokens: int, seed: int = 0, lengths: tuple[int, int] | None = None) -> list[list[int]]:
     """Windows of English text (standard-library docs), tokenized: exactly n_tokens each,
     or, with lengths (low, high), a length drawn uniformly from that range for each."""
-    import argparse as a, collections as c, email as e, http.server as h, json as j, logging as l, pathlib as p, threading as t
+    import argparse as a
+    import collections as c
+    import email as e
+    import http.server as h
+    import json as j
+    import logging as l
+    import pathlib as p
+    import threading as t
 
     text = "\n\n".join(m.__doc__ or "" for m in (a, c, e, h, j, l, p, t))
     text = "\n\n".join(text for _ in range(max(1, (n_prompts * n_tokens * 5) // max(1, len(text)) + 1)))

@@ -16,7 +16,6 @@ import sys
 import numpy as np
 import torch
 
-
 from workbench.models import load_model  # noqa: E402
 from workbench_causal_trace.noise import subject_noise  # noqa: E402
 from workbench_causal_trace.reference import timed, trace_reference  # noqa: E402

@@ -102,7 +102,7 @@ def run_once(model, self_top_tokens: int, head: str) -> dict:
         "seconds_by_phase": {k: round(v, 2) for k, v in phases.items()},
         "peak_rss_mb_during": round(sampler.peak / 2**20, 1),
         "ru_maxrss_mb_after": round(max_rss_bytes() / 2**20, 1),
-        "top_copying_heads": [[f"L{l}H{h}", round(float(result.copying_score[l, h]), 4), round(float(result.ov_self_top_fraction[l, h]), 4)] for l, h in top],
+        "top_copying_heads": [[f"L{layer}H{h}", round(float(result.copying_score[layer, h]), 4), round(float(result.ov_self_top_fraction[layer, h]), 4)] for layer, h in top],
         "top_k_composition": [[f"L{a}H{b}", f"L{c}H{d}", round(s, 4)] for a, b, c, d, s in result.top_compositions("k", 5)],
         "baseline": [round(result.baseline_mean, 4), round(result.baseline_std, 4)],
     }

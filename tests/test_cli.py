@@ -59,6 +59,7 @@ def test_cache_then_inspect(tmp_path, capsys):
         (["run", "causal-trace", "--model", "lab:induction", "--prompt", "t1 t2 t3", "--param", "subject=t9"], "not in the prompt"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_gives_one_line_error(tmp_path, args, message):
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["x"] = np.zeros(3)
@@ -70,6 +71,7 @@ def test_bad_input_gives_one_line_error(tmp_path, args, message):
     assert "%|" not in result.stderr  # no progress bar before an error that came before any progress
 
 
+@pytest.mark.slow
 def test_killed_cache_leaves_an_incomplete_run(tmp_path):
     out = tmp_path / "killed.h5"
     prompts = tmp_path / "many.txt"
@@ -132,3 +134,10 @@ def test_torch_threads_variable_sets_the_threads_of_every_command(monkeypatch, c
         assert "WORKBENCH_TORCH_THREADS is 'two'" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_cli_default_model_is_the_apps():
+    from workbench.cli import main as cli
+    from workbench.models import DEFAULT_MODEL
+
+    assert cli.DEFAULT_MODEL == DEFAULT_MODEL

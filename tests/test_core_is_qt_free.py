@@ -4,6 +4,8 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import workbench
 
 GUI_PACKAGES = ("workbench.gui",)
@@ -41,6 +43,7 @@ def test_importing_the_core_loads_no_qt():
     assert result.stdout.strip() == "", f"core imported Qt modules: {result.stdout.strip()}"
 
 
+@pytest.mark.slow
 def test_headless_plugin_parts_load_no_qt():
     """Listing plugins and importing every analysis and result type (what `workbench run` does) stays Qt-free."""
     code = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import REPO, run_cli
@@ -21,6 +21,7 @@ STEPS = [
 ]
 
 
+@pytest.mark.slow
 def test_doctor_passes_and_reports_what_a_bug_report_needs(tmp_path):
     done = run_cli("doctor", "--json", str(tmp_path / "doctor.json"), env={"WORKBENCH_CACHE_DIR": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stdout + done.stderr
@@ -37,6 +38,7 @@ def test_doctor_passes_and_reports_what_a_bug_report_needs(tmp_path):
     assert "all checks passed" in done.stdout
 
 
+@pytest.mark.slow
 def test_doctor_fails_naming_the_step_when_the_cache_folder_cannot_be_written(tmp_path):
     not_a_folder = tmp_path / "cache"
     not_a_folder.write_text("a file where the cache folder should be")

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from workbench.figures.svg import line_chart, nice_ticks
+from workbench.figures.svg import heatmap, line_chart, nice_ticks
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,29 @@ def test_line_chart_of_steps_labels_round_whole_steps():
     assert labels[:4] == ["0", "5", "10", "15"]
     y_labels = re.findall(r"text-anchor='end'>([^<]+)</text>", svg)
     assert y_labels == ["0", "1", "2", "3", "4", "5"]
+
+
+def test_heatmap_shows_missing_cells_as_missing_not_as_the_lowest_colour():
+    from workbench.figures.svg import NAN_HEX
+
+    svg = heatmap(np.array([[1.0, np.nan], [0.5, 0.0]]), x_labels=["a", "b"], y_labels=["r1", "r2"])
+    assert svg.count(f"fill='{NAN_HEX}'") == 1 and "r1 / b: no value" in svg
+    assert "r2 / b: 0" in svg  # a real zero keeps its colour and value
+
+
+def test_large_heatmap_is_one_image_that_keeps_a_one_cell_stripe():
+    import base64
+    import re
+    import zlib
+
+    data = np.zeros((1000, 1000))
+    data[np.arange(1, 1000), np.arange(999)] = 1.0  # a previous-token diagonal, one cell wide
+    svg = heatmap(data, title="big")
+    assert svg.count("<image") == 1 and svg.count("<rect") < 50 and len(svg) < 2_000_000
+    png = base64.b64decode(re.search(r"base64,([^']+)'", svg).group(1))
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert max(width, height) <= 600
+    rows = np.frombuffer(zlib.decompress(png[png.index(b"IDAT") + 4 : png.index(b"IEND") - 8]), dtype=np.uint8).reshape(height, 1 + 3 * width)[:, 1:]
+    bright = rows.reshape(height, width, 3).sum(-1)
+    lit = [int(np.argmax(bright[r])) for r in range(1, height)]
+    assert all(abs(c - r * width / height) <= 2 for r, c in zip(range(1, height), lit))  # the diagonal survives block maxima

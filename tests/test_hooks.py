@@ -15,10 +15,10 @@ def names(specs):
 
 def test_presets_expand_per_layer(catalog, lab_model):
     n = lab_model.n_layers
-    assert names(catalog.resolve("attention")) == [f"blocks.{l}.attn.hook_pattern" for l in range(n)]
+    assert names(catalog.resolve("attention")) == [f"blocks.{layer}.attn.hook_pattern" for layer in range(n)]
     residual = names(catalog.resolve("residual stream"))
-    assert residual == ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n)]
-    assert names(catalog.resolve("MLP outputs")) == [f"blocks.{l}.hook_mlp_out" for l in range(n)]
+    assert residual == ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n)]
+    assert names(catalog.resolve("MLP outputs")) == [f"blocks.{layer}.hook_mlp_out" for layer in range(n)]
     for preset in PRESETS:
         assert catalog.resolve(preset), preset
 

@@ -102,6 +102,7 @@ def _load_in_subprocess(spec, hub_cache, offline):
     return json.loads(result.stdout.strip().splitlines()[-1]), time.perf_counter() - started
 
 
+@pytest.mark.slow
 def test_hub_id_loads_from_the_users_cache_offline(lab_model, tmp_path):
     hub = tmp_path / "hub"
     _fake_hub_cache(hub, "workbench-test/tiny-induction", lab_model.source.location)
@@ -112,6 +113,7 @@ def test_hub_id_loads_from_the_users_cache_offline(lab_model, tmp_path):
     assert out["ok"] and out["fingerprint"] == lab_model.fingerprint
 
 
+@pytest.mark.slow
 def test_uncached_hub_id_offline_is_a_clear_error(tmp_path):
     out, seconds = _load_in_subprocess("workbench-test/not-cached", tmp_path / "hub", offline=True)
     assert not out["ok"]
@@ -119,6 +121,7 @@ def test_uncached_hub_id_offline_is_a_clear_error(tmp_path):
     assert seconds < 120
 
 
+@pytest.mark.slow
 def test_uncached_hub_id_without_network_does_not_hang(tmp_path):
     out, seconds = _load_in_subprocess("workbench-test/not-cached-either", tmp_path / "hub", offline=False)
     assert not out["ok"]

@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
 from workbench.cli.main import main
 from workbench.plugin_api import discover_plugins
 from workbench.results import load_results
@@ -18,7 +19,7 @@ PROMPT = "t1 t2 t3 t4 t1 t2 t3"
 def test_plugins_json_lists_builtins_with_status(capsys):
     assert main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert listing["api_version"] == "1.0"
+    assert listing["api_version"] == "1.1"
     by_id = {p["id"]: p for p in listing["plugins"]}
     assert by_id["logit-lens"]["status"] == "ok" and by_id["logit-lens"]["version"] == "1.0.0"
     assert "entry point" in by_id["logit-lens"]["source"]
@@ -38,6 +39,7 @@ def test_run_writes_json_and_hdf5(tmp_path, capsys):
     assert "result-0001  logit-lens/lens" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_run_errors_are_one_line_and_name_the_fix(tmp_path):
     cases = [
         (["run", "logit-lens", "--model", "lab:induction", "--prompt", PROMPT, "--param", "top_k=0"], "'top_k'", "from 1 to 50"),
@@ -54,6 +56,7 @@ def test_run_errors_are_one_line_and_name_the_fix(tmp_path):
         assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_new_plugin_is_found_runs_and_its_own_test_passes(tmp_path):
     assert main(["new-plugin", "resid-norms", "--dir", str(tmp_path)]) == 0
     env = {"WORKBENCH_PLUGIN_PATH": str(tmp_path)}
@@ -70,6 +73,6 @@ def test_new_plugin_is_found_runs_and_its_own_test_passes(tmp_path):
         capture_output=True, text=True, cwd=str(tmp_path), env={**os.environ, **env}, timeout=300,
     )
     assert test.returncode == 0, test.stdout + test.stderr
-    assert "1 passed" in test.stdout
+    assert "2 passed" in test.stdout  # the analysis and its query
     again = run_cli("new-plugin", "resid-norms", "--dir", str(tmp_path))
     assert again.returncode == 2 and "already exists" in again.stderr

@@ -139,6 +139,7 @@ def full_report(tmp_path_factory):
     return {"folder": folder, "ids": ids, "spec": text, "stderr": done.stderr}
 
 
+@pytest.mark.slow
 def test_every_builtin_report_is_complete(full_report):
     folder, ids = full_report["folder"], full_report["ids"]
     assert {"logit-lens", "attention", "induction", "qk-ov"} <= set(ids)
@@ -373,6 +374,7 @@ def test_tall_figures_shrink_to_a_page(tmp_path):
     assert 850 < tall.height <= 900 and wide.height < 100
 
 
+@pytest.mark.slow
 def test_third_party_plugins_appear_and_a_failing_one_costs_only_its_section(tmp_path):
     """A `workbench new-plugin` package and a plugin that raises, found on WORKBENCH_PLUGIN_PATH."""
     plugins = tmp_path / "plugins"

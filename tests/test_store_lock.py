@@ -23,6 +23,7 @@ def cache_process(out, prompts: int, env: dict) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_concurrent_appends_with_hdf5_locking_off_never_damage_a_run(tmp_path):
     env = dict(os.environ, HDF5_USE_FILE_LOCKING="FALSE")
     out = tmp_path / "shared.h5"

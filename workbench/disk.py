@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -18,3 +21,18 @@ def disk_bytes(path: Path) -> int:
     one leaves it sparse, so the apparent size would overstate the file."""
     stat = Path(path).stat()
     return min(stat.st_size, getattr(stat, "st_blocks", 0) * 512 or stat.st_size)
+
+
+@contextmanager
+def replacing(path: Path, suffix: str = ".partial") -> Iterator[Path]:
+    """A temporary path beside `path` to write the new file to; when the block ends without
+    an error it is renamed over `path` in one step (readers see the old file or the new one,
+    never half of one), else it is removed and `path` is left as it was."""
+    path = Path(path)
+    partial = path.with_name(f"{path.name}.{os.getpid()}{suffix}")
+    partial.unlink(missing_ok=True)
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -13,8 +13,8 @@ import errno
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import StoreError, WorkbenchError
 

@@ -32,6 +32,6 @@ def predict_next(model: LoadedModel, prompt: str, k: int = 10, prepend_bos: bool
     logits = model.bridge(torch.tensor([ids], device=device), return_type="logits")
     probs = logits[0, -1].float().softmax(-1)
     values, indices = probs.topk(min(k, probs.shape[-1]))
-    top = [(model.tokenizer.decode([int(i)]), int(i), float(v)) for v, i in zip(values, indices)]
+    top = [(model.decode([int(i)]), int(i), float(v)) for v, i in zip(values, indices)]
     used_bos = model.tokenizer_prepends_bos if prepend_bos is None else prepend_bos
     return Prediction(ids, model.str_tokens(ids), top, bool(used_bos))

@@ -283,9 +283,9 @@ def train(model, steps: int, seed: int, log_every: int = 200):
 
 # ---- verification with TransformerLens ----------------------------------------
 def analyse(folder: Path, seed: int) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens import head_detector
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = folder.resolve()  # TL reloads the tokenizer by name_or_path
     m = AutoModelForCausalLM.from_pretrained(str(folder))
@@ -406,7 +406,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".train_induction_", dir=str(out.parent)))
     try:
-        tok = build_tokenizer(tmp)
+        build_tokenizer(tmp)  # saved into tmp, where analyse() reloads it with the model
         config = GPT2Config(**MODEL_KW)
         config._attn_implementation = "eager"  # training reads attention probabilities
         model = GPT2LMHeadModel(config)

@@ -4,13 +4,13 @@ Registered through the `workbench.plugins` entry point like any third-party plug
 Heavy parts are named as strings and imported on first use.
 """
 
-from workbench.plugin_api import Analysis, Bool, Choice, Int, Plugin, Text
+from workbench.plugin_api import Analysis, Bool, Choice, Int, Plugin, Query, Text
 
 plugin = Plugin(
     id="attention",
     name="Attention maps",
     version="1.0.0",
-    api_version="1.0",
+    api_version="1.1",
     description="Attention patterns of every head: an overview grid, one head's destination x source map, and a token-centred view.",
     analysis=Analysis(
         run="workbench_attention.analysis:run",
@@ -34,6 +34,19 @@ plugin = Plugin(
         ],
         multi_prompt=True,  # average=prompts reads every prompt
     ),
+    queries=[
+        Query(
+            "pattern",
+            run="workbench_attention.queries:pattern",
+            description="another head, a layer's mean or the mean over the prompts, and the same on a second prompt, of a result",
+            params=[
+                Int("layer", default=0, minimum=0, help="layer of the head"),
+                Int("head", default=0, minimum=0, help="query head"),
+                Choice("average", default="none", choices=("none", "layer", "prompts"), help="one head, the layer's mean, or the mean over the prompts"),
+                Text("compare_prompt", default="", help="a second prompt shown side by side"),
+            ],
+        )
+    ],
     result_types=["workbench_attention.result:AttentionResult"],
     panel="workbench_attention.panel:AttentionPanel",
     report_help="Each row is a token attending, each column a token read; a row's weights sum to 1.",

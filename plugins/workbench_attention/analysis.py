@@ -10,20 +10,14 @@ store, one chunk per head.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from workbench.errors import InputError
-from workbench.hooks import HookCatalog
+from workbench.hooks.names import pattern_hooks
 from workbench.plugin_api import AnalysisContext, Progress
+from workbench.progress import sub_job
 
 from .patterns import AVERAGES, SCALES, THUMBNAIL_SIZE, block_average, block_edges, first_column_blocks, head_statistics, position_labels, resolve_position
 from .result import AttentionResult
-from .store_access import pattern_hooks
-
-# Reading every layer's patterns in one go costs layers * heads * n^2 * 4 bytes (1.1 GB
-# for 1,024 tokens on SmolLM2). Above this budget an uncached prompt is summarised
-# layer by layer inside a single forward pass instead.
-IN_MEMORY_BUDGET_BYTES = 256 << 20
 
 
 class _Accumulator:
@@ -56,75 +50,16 @@ class _Accumulator:
         self.layers_seen.add(layer)
 
 
-def _ensure_stored(ctx: AnalysisContext, index: int, hooks: list[str], step: int = 0, total: int = 1):
-    """Generator: capture the patterns into ctx's store when asked to fill it; returns whether stored."""
-    found = ctx.stored(hooks, index)
-    if found is not None:
-        found[0].close()
-        return True
-    if not (ctx.fill_store and ctx.store_path is not None):
-        return False
-    from workbench.capture import capture_activations
-
-    job = capture_activations(ctx.model, [ctx.prompts[index]], hooks, ctx.store_path, prepend_bos=ctx.prepend_bos)
-    while True:
-        try:
-            progress = next(job)
-        except StopIteration:
-            break
-        yield Progress(step, total, f"capturing attention patterns into the store ({progress.message})")
-    found = ctx.stored(hooks, index)
-    if found is not None:
-        found[0].close()
-    return found is not None
-
-
-def _stream_patterns(ctx: AnalysisContext, index: int, hooks: list[str], consume) -> None:
-    """One forward pass that hands each layer's patterns to consume(layer, [heads, n, n]) and keeps none."""
-    specs = HookCatalog(ctx.model.bridge).resolve(hooks)
-
-    def make_hook(layer: int):
-        def summarise(tensor, hook):
-            consume(layer, tensor[0].detach().float().cpu().numpy())
-
-        return summarise
-
-    ids = torch.tensor([ctx.tokens(index)], device=ctx.device)
-    with torch.inference_mode():
-        ctx.model.bridge.run_with_hooks(ids, fwd_hooks=[(spec.canonical, make_hook(spec.layer)) for spec in specs], return_type=None)
-
-
 def read_patterns(ctx: AnalysisContext, index: int, hooks: list[str], consume, step: int, total: int):
     """Generator: feed every layer's patterns of prompt `index` to consume(layer, patterns), yielding progress.
 
-    From the store (one layer in memory at a time) when it holds them, else all at once
-    when that fits the budget, else streamed from one forward pass.
+    The context hands them out one layer at a time: from the store when it holds them
+    (captured into it first when the context fills it), else from one forward pass.
     """
-    stored = yield from _ensure_stored(ctx, index, hooks, step, total)
-    n = len(ctx.tokens(index))
-    if stored:
-        found = ctx.stored(hooks, index)
-        if found is not None:
-            store, hit = found
-            ctx.reused_activations = True
-            try:
-                for layer, hook in enumerate(hooks):  # one layer in memory at a time
-                    consume(layer, hit.run.read(hook, hit.prompt))
-                    yield Progress(step + layer + 1, total, f"read layer {layer} from the store")
-            finally:
-                store.close()
-            return
-    n_heads = ctx.model.n_heads
-    if len(hooks) * n_heads * n * n * 4 <= IN_MEMORY_BUDGET_BYTES:
-        yield Progress(step, total, "running the model")
-        acts = ctx.activations(hooks, index)
-        for layer, hook in enumerate(hooks):
-            consume(layer, acts[hook])
-        yield Progress(step + len(hooks), total, "summarised every layer")
-        return
-    yield Progress(step, total, "running the model (layer by layer)")
-    _stream_patterns(ctx, index, hooks, consume)
-    yield Progress(step + len(hooks), total, "summarised every layer")
+    yield from sub_job(ctx.ensure_stored(hooks, index), step, 0, total, "capturing attention patterns into the store")
+    for layer, (_, patterns) in enumerate(ctx.activations_by_layer(hooks, index)):
+        consume(layer, patterns)
+        yield Progress(step + layer + 1, total, f"summarised layer {layer}")
 
 
 def run(
@@ -190,13 +125,12 @@ def run(
 
     if compare:
         # The same head (or layer mean) on a second prompt, read like the first.
-        other = AnalysisContext(model, [compare_prompt], prepend_bos=ctx.prepend_bos, store_path=ctx.store_path, fill_store=ctx.fill_store)
+        other = ctx.for_prompts([compare_prompt])
         other_tokens = other.tokens(0)
         yield Progress(step, total, "reading the second prompt")
-        yield from _ensure_stored(other, 0, hooks, step, total)
+        yield from sub_job(other.ensure_stored(hooks, 0), step, 0, total, "capturing the second prompt's patterns")
         other_patterns = np.asarray(other.activations([hooks[layer]])[hooks[layer]], dtype=np.float32)  # only this layer
         yield Progress(step + n_layers, total, "read the second prompt")
-        ctx.reused_activations = ctx.reused_activations or other.reused_activations
         result.compare_prompt = compare_prompt
         result.compare_str_tokens = model.str_tokens(other_tokens)
         result.compare_pattern = (other_patterns.mean(0) if average == "layer" else other_patterns[head]).astype(np.float32)

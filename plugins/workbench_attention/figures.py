@@ -12,20 +12,20 @@ from html import escape
 import numpy as np
 
 from workbench.figures.colormaps import lookup_table
+from workbench.figures.raster import NAN_RGB, colourise, downsample_for_display, svg_image
 from workbench.figures.svg import FONT
+from workbench.figures.tokens import visible_token
 
-from .patterns import colour_limits, downsample_for_display, text_shades
-from .raster import NAN_RGB, colourise, svg_image
+from .patterns import colour_limits, text_shades
 
 CELL_LIMIT = 48  # up to this many tokens a pattern is drawn as one rectangle per cell
 RASTER_LIMIT = 512  # larger patterns are drawn as an image of at most this many cells a side
-NAN_HEX = "#%02x%02x%02x" % NAN_RGB
+NAN_HEX = "#{:02x}{:02x}{:02x}".format(*NAN_RGB)
 TEXT_RED = (214, 39, 40)  # the token-centred view shades from white to this
 
 
 def _token_text(text: str, limit: int = 12) -> str:
-    text = str(text).replace("\n", "↵").replace("\t", "⇥")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return visible_token(text, limit)
 
 
 def _weight_text(value: float, scale: str) -> str:
@@ -34,7 +34,7 @@ def _weight_text(value: float, scale: str) -> str:
 
 
 def _hex(rgb) -> str:
-    return "#%02x%02x%02x" % tuple(int(c) for c in rgb)
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb))
 
 
 def _colour_bar(x: float, y: float, height: float, lo: float, hi: float, scale: str, colormap: str) -> list[str]:
@@ -248,7 +248,7 @@ def side_by_side(figures: list[tuple[str, float, float]], gap: float = 16.0) -> 
     height = max(h for _, _, h in figures)
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width:.0f}' height='{height:.0f}' viewBox='0 0 {width:.1f} {height:.1f}' {FONT} font-size='10'>", "<rect width='100%' height='100%' fill='white'/>"]
     x = 0.0
-    for svg, w, h in figures:
+    for svg, w, _ in figures:
         lines = svg.split("\n")
         font_size = "11" if "font-size='11'" in lines[0] else "10"
         body = [line for line in lines[1:-1] if line != "<rect width='100%' height='100%' fill='white'/>"]

@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from workbench.figures.raster import block_edges
+
 THUMBNAIL_SIZE = 32  # overview tiles are at most this many cells a side
 LOG_FLOOR = 1e-4  # log scale: weights below this are drawn as this (log10 = -4)
 SCALES = ("linear", "log")
@@ -46,12 +48,6 @@ def resolve_position(position: int, length: int, what: str = "destination") -> i
             f"use 0..{length - 1}, or -1 for the last token",
         )
     return index
-
-
-def block_edges(length: int, size: int) -> np.ndarray:
-    """Boundaries of `size` nearly equal blocks covering 0..length (every block non-empty)."""
-    size = max(1, min(size, length))
-    return np.round(np.linspace(0, length, size + 1)).astype(np.int64)
 
 
 def block_average(patterns: np.ndarray, size: int = THUMBNAIL_SIZE, mask_first_token: bool = False) -> np.ndarray:
@@ -227,37 +223,6 @@ def top_sources(row: np.ndarray, str_tokens: list[str], k: int = 5, mask_first_t
     ]
 
 
-def downsample_for_display(values: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shrink a 2-D display array to at most rows x cols cells for drawing.
-
-    Each drawn cell shows the largest value of the block it covers (NaN-aware), so a
-    one-token-wide stripe (a previous-token or induction diagonal) stays visible instead
-    of being averaged away. Returns (image, row_edges, col_edges) so a cell maps back to
-    the token range it covers.
-    """
-    data = np.asarray(values, dtype=np.float32)
-    n_rows, n_cols = data.shape
-    row_edges = block_edges(n_rows, max(1, rows))
-    col_edges = block_edges(n_cols, max(1, cols))
-    if len(row_edges) - 1 == n_rows and len(col_edges) - 1 == n_cols:
-        return data, row_edges, col_edges
-    reduced = _block_max(_block_max(data, col_edges, axis=1), row_edges, axis=0)
-    return reduced, row_edges, col_edges
-
-
-def _block_max(data: np.ndarray, edges: np.ndarray, axis: int) -> np.ndarray:
-    """NaN-aware max over each block [edges[i], edges[i+1]) of one axis.
-
-    One gather per offset into the widest block (2 when shrinking 1,024 cells to 700
-    pixels), which is far faster than ufunc.reduceat over many short segments.
-    """
-    starts, ends = edges[:-1], edges[1:]
-    if len(starts) == data.shape[axis]:
-        return data
-    out = np.take(data, starts, axis=axis)
-    for offset in range(1, int((ends - starts).max())):
-        np.fmax(out, np.take(data, np.minimum(starts + offset, ends - 1), axis=axis), out=out)  # fmax skips NaN
-    return out
 
 
 def position_labels(str_token_lists: list[list[str]], length: int) -> list[str]:

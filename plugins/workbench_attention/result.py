@@ -197,9 +197,9 @@ class AttentionResult(Result):
                 "Heads by behaviour (layer, head, mean weight or entropy)",
                 ["measure", "heads"],
                 [
-                    ["previous token (weight on q-1)", "; ".join(f"L{l}H{h} {v:.2f}" for l, h, v in self.ranked_heads("previous_token_weight"))],
-                    ["first token (sink weight)", "; ".join(f"L{l}H{h} {v:.2f}" for l, h, v in self.ranked_heads("first_token_weight"))],
-                    ["most focused (entropy, bits)", "; ".join(f"L{l}H{h} {v:.2f}" for l, h, v in self.ranked_heads("entropy_bits", highest=False))],
+                    ["previous token (weight on q-1)", "; ".join(f"L{layer}H{h} {v:.2f}" for layer, h, v in self.ranked_heads("previous_token_weight"))],
+                    ["first token (sink weight)", "; ".join(f"L{layer}H{h} {v:.2f}" for layer, h, v in self.ranked_heads("first_token_weight"))],
+                    ["most focused (entropy, bits)", "; ".join(f"L{layer}H{h} {v:.2f}" for layer, h, v in self.ranked_heads("entropy_bits", highest=False))],
                 ],
             ),
         ]

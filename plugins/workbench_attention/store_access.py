@@ -14,12 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import StoreError
+from workbench.hooks.names import pattern_hooks
 from workbench.store import ActivationStore
 from workbench.store.layout import token_key
-
-
-def pattern_hooks(n_layers: int) -> list[str]:
-    return [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
 
 
 class StoredPatterns:

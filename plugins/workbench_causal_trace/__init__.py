@@ -12,9 +12,10 @@ from workbench.plugin_api import Analysis, Choice, Float, Int, Plugin, Text
 
 plugin = Plugin(
     id="causal-trace",
+    provides={"causal_trace": "workbench_causal_trace.tracing:causal_trace"},  # used by rome to choose the edited layer
     name="Causal tracing",
     version="1.0.0",
-    api_version="1.0",
+    api_version="1.1",
     description=(
         "Noises the subject's token embeddings and restores one clean state at a time (residual stream, "
         "MLP or attention output at each token and layer) to find the states that carry a fact."

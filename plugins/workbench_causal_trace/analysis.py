@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from workbench.plugin_api import AnalysisContext, Progress
+from workbench.progress import sub_job
 
 from .noise import subject_noise
 from .reference import trace_reference
@@ -28,7 +29,7 @@ def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: in
         for k, kind in enumerate(chosen):
             started = time.perf_counter()
             offset = k * request.n_tokens
-            scores[kind], high, low = yield from _offset(trace_reference(model, request, corruption, kind, window), offset, len(chosen) * request.n_tokens)
+            scores[kind], high, low = yield from sub_job(trace_reference(model, request, corruption, kind, window), offset, request.n_tokens, len(chosen) * request.n_tokens)
             seconds[kind] = time.perf_counter() - started
     else:
         traced = yield from trace_with_noise(model, request, corruption, chosen, window)
@@ -48,13 +49,3 @@ def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: in
         scores=np.stack([scores[kind] for kind in chosen]).astype(np.float32),
         seconds={kind: round(float(seconds[kind]), 3) for kind in chosen},
     )
-
-
-def _offset(job, offset: int, total: int):
-    """Re-express one kind's row progress as progress over every kind."""
-    try:
-        while True:
-            step = next(job)
-            yield Progress(offset + step.done, total, step.message)
-    except StopIteration as stop:
-        return stop.value

@@ -192,7 +192,7 @@ class InductionPanel(AnalysisPanel):
         if result is None or not (0 <= layer < result.n_layers and 0 <= head < result.n_heads):
             return
         self.selected = (layer, head)
-        for kind, heatmap in self.maps.items():
+        for heatmap in self.maps.values():
             heatmap.select_cell(layer, head)
         for table in (self.ranked, self.ablations):
             self._select_row(table, (layer, head))

@@ -8,7 +8,7 @@ would make (the rows never interact: attention is within a sequence), in a few p
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

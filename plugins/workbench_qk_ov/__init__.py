@@ -9,7 +9,7 @@ Registered through the `workbench.plugins` entry point like any third-party plug
 heavy parts are named as strings and imported on first use.
 """
 
-from workbench.plugin_api import Analysis, Bool, Choice, Int, Plugin, Text
+from workbench.plugin_api import Analysis, Bool, Choice, Int, Plugin, Query, Text
 
 from .heads import HeadParam
 
@@ -17,7 +17,7 @@ plugin = Plugin(
     id="qk-ov",
     name="QK/OV circuits",
     version="1.0.0",
-    api_version="1.0",
+    api_version="1.1",
     description=(
         "A head's QK circuit (which tokens it attends to) and OV circuit (what attending does to the logits) "
         "on a token set, copying scores and self-top fractions for every head, and Q/K/V composition between heads."
@@ -51,6 +51,20 @@ plugin = Plugin(
             ),
         ],
     ),
+    queries=[
+        Query(
+            "head",
+            run="workbench_qk_ov.queries:head",
+            description="another head's QK and OV circuits on the result's token set (or another one); the tables of every head stay",
+            params=[
+                HeadParam("head", default="", help="the head, LAYER.HEAD such as 1.1; empty: the result's head"),
+                Choice("token_set", default="shown", choices=("shown", "auto", "typed", "prompt", "top-norm"), help="shown: the result's token set; else as the analysis' token_set"),
+                Text("tokens", default="", help="comma-separated tokens for token_set=typed"),
+                Int("top_k", default=24, minimum=2, maximum=128, help="tokens in the top-norm token set"),
+                Int("positional", default=-1, minimum=-1, maximum=4096, help="positions of the position x position QK term; -1: as the result"),
+            ],
+        )
+    ],
     result_types=["workbench_qk_ov.result:QKOVResult"],
     panel="workbench_qk_ov.panel:QKOVPanel",
     report_help=(

@@ -37,8 +37,8 @@ rotation by n − m, so the token-token QK map is exact only at equal positions)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

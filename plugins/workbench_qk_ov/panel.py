@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
 from workbench.errors import WorkbenchError
 from workbench.gui.panels import AnalysisPanel
 from workbench.gui.widgets.heatmap import HeatmapView
-from workbench.plugin_api import AnalysisContext, Progress
 
 from .result import QKOVResult, head_label, visible_token
 
@@ -39,7 +38,6 @@ COMPOSITION_TITLES = {"q": "Q-composition", "k": "K-composition", "v": "V-compos
 
 class QKOVPanel(AnalysisPanel):
     def build_view(self) -> QWidget:
-        self.head_task = None
         self._pending_view: dict = {}
         view = QWidget()
         layout = QVBoxLayout(view)
@@ -284,41 +282,11 @@ class QKOVPanel(AnalysisPanel):
         return self._start_head_job(int(data[0]), int(data[1]), spec, int(params.get("positional") or 0))
 
     def _start_head_job(self, layer: int, head: int, token_spec: dict | None, positional: int):
-        result = self.result
-        model = self.host.model
-        if model is None:
-            self._set_status("No model is loaded: load the model this result came from to draw other heads.", error=True)
-            return None
-        if result.meta is not None and result.meta.model_fingerprint and result.meta.model_fingerprint != model.fingerprint:
-            self._set_status("The loaded model is not the one this result came from: press Run to recompute.", error=True)
-            return None
-        if self.head_task is not None and not self.head_task.state.ended:
-            self.head_task.cancel()  # the latest choice wins
-        prompts, prepend_bos = list(self.host.prompts()), self.host.prepend_bos
-
-        def job():
-            from . import circuits
-            from .analysis import head_circuits, resolve_token_set
-
-            yield Progress(0, 2, f"circuits of {head_label(layer, head)}")
-            weights = circuits.circuit_weights(model.bridge, fold_ln=result.fold_ln)
-            token_set, ids, params = result.token_set, result.token_ids, {}
-            if token_spec is not None:
-                token_set, ids = resolve_token_set(AnalysisContext(model, prompts, prepend_bos=prepend_bos), **token_spec)
-                params = {**token_spec, "positional": positional}
-            yield Progress(1, 2, f"circuits of {head_label(layer, head)}")
-            circuit = head_circuits(model, weights, layer, head, ids, positional=positional)
-            return result.with_head(circuit, token_set, params)
-
-        self.head_task = self.host.start_job(f"{self.plugin.name}: {head_label(layer, head)}", job, self.show_result)
-        self.head_task.ended.connect(self._head_task_ended)
-        return self.head_task
-
-    def _head_task_ended(self, task) -> None:
-        from workbench.gui.tasks import TaskState
-
-        if task.state is TaskState.FAILED:
-            self._set_status(f"Could not draw the head: {task.message}", error=True)
+        """The plugin's `head` query in the background (the latest choice wins)."""
+        params = {"head": f"{layer}.{head}", "positional": positional, **(token_spec or {"token_set": "shown"})}
+        if token_spec is None:
+            params["positional"] = -1  # as the result
+        return self.run_query("head", params, title=f"{self.plugin.name}: {head_label(layer, head)}")
 
     # -- exports and workspaces -----------------------------------------------------------------------
 

@@ -8,22 +8,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.figures import heatmap, line_chart
+from workbench.figures.tokens import visible_token
 from workbench.plugin_api import Figure, ReportSection, Result, Table
 
 # Above this many heads, composition heatmaps are drawn layer × layer (the largest score
 # between any two heads of the two layers): a 270 × 270 SVG is neither readable nor small.
 MAX_HEADS_DRAWN = 64
 TOP_LISTED = 10
-_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
 
 
 def head_label(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
-
-
-def visible_token(text: str) -> str:
-    """A token with its whitespace made visible (" Paris" and "Paris" are different tokens)."""
-    return str(text).translate(_VISIBLE) if text != "" else "∅"
 
 
 def _r(value, digits: int = 6):
@@ -82,7 +77,7 @@ class QKOVResult(Result):
 
     # -- derived --------------------------------------------------------------------------------
 
-    def with_head(self, circuit, token_set: str | None = None, params: dict | None = None) -> "QKOVResult":
+    def with_head(self, circuit, token_set: str | None = None, params: dict | None = None) -> QKOVResult:
         """This result with another head's restricted circuits (an analysis.HeadCircuits); the tables stay.
 
         The provenance's parameters follow, so a saved or exported result says which head it shows.
@@ -185,7 +180,7 @@ class QKOVResult(Result):
             "qk_copying_score": _nested(self.qk_copying_score),
             "composition": {mode: _nested(self.composition(mode), 5) for mode in ("q", "k", "v")},
             "composition_baseline": {"mean": _r(self.baseline_mean), "std": _r(self.baseline_std), "samples": self.baseline_samples},
-            "top_copying_heads": [head_label(l, h) for l, h in self.top_copying_heads()],
+            "top_copying_heads": [head_label(layer, h) for layer, h in self.top_copying_heads()],
             "seconds_tables": self.seconds_tables,
         }
 

@@ -23,9 +23,10 @@ LAYER = Int("layer", default=-1, minimum=-1, help="layer whose MLP output weight
 
 plugin = Plugin(
     id="rome",
+    requires=["causal-trace"],  # its public causal_trace picks the layer (layer=-1)
     name="ROME edit",
     version="1.0.0",
-    api_version="1.0",
+    api_version="1.1",
     description=(
         "Edits one fact in the loaded model with Rank-One Model Editing (r-ROME) and shows P(new) and P(true) "
         "before and after, on paraphrases and neighbours. The model stays edited (other panels see it) until you undo."
@@ -52,9 +53,10 @@ plugin = Plugin(
 
 eval_plugin = Plugin(
     id="rome-eval",
+    requires=["causal-trace"],
     name="ROME evaluation",
     version="1.0.0",
-    api_version="1.0",
+    api_version="1.1",
     description=(
         "Evaluates ROME on CounterFact-format data: per case it applies the edit, measures efficacy (ES/EM), "
         "paraphrase (PS/PM) and neighbourhood (NS/NM) scores and generation fluency, then restores the weights exactly."

@@ -15,6 +15,7 @@ from workbench.editing.rome import RomeHparams, compute_edit
 from workbench.editing.target import check_layer
 from workbench.errors import InputError
 from workbench.plugin_api import AnalysisContext, Progress
+from workbench.progress import sub_job
 
 from .result import RomeEditResult
 
@@ -56,13 +57,13 @@ def resolve_true_target(model, request: EditRequest) -> EditRequest:
     return request
 
 
-def choose_layer(model, request: EditRequest, layer: int):
+def choose_layer(ctx: AnalysisContext, request: EditRequest, layer: int):
     """Generator: (layer, LayerTrace or None). -1 asks the causal trace for the MLP peak."""
     if layer != -1:
-        return check_layer(model, layer), None
+        return check_layer(ctx.model, layer), None
     from .layer import trace_layer
 
-    trace = yield from trace_layer(model, request)
+    trace = yield from trace_layer(ctx, request)
     return trace.layer, trace
 
 
@@ -85,7 +86,7 @@ def run(
     hp = RomeHparams(**hparams)
 
     yield Progress(0, 4, "choosing the layer" if layer == -1 else "measuring before the edit")
-    layer, trace = yield from choose_layer(model, request, layer)
+    layer, trace = yield from choose_layer(ctx, request, layer)
 
     prompt = request.prompt
     probes = [("prompt", prompt)] + [("paraphrase", p) for p in split_prompts(paraphrases)] + [("neighbour", p) for p in split_prompts(neighbours)]
@@ -101,9 +102,9 @@ def run(
     gens_before = [greedy_continuation(model, p, gen_tokens) for p in gen_prompts] if gen_tokens else []
 
     yield Progress(1, 4, f"key statistics of layer {layer}")
-    stats = yield from scaled(key_statistics(model, layer, corpus=corpus), 1, 4)
+    stats = yield from sub_job(key_statistics(model, layer, corpus=corpus), 1, 1.0, 4)
     started = time.perf_counter()
-    computation = yield from scaled(compute_edit(model, request, layer, stats.second_moment, hp), 2, 4)
+    computation = yield from sub_job(compute_edit(model, request, layer, stats.second_moment, hp), 2, 1.0, 4)
     edit = computation.edit
     EditStack.of(model).apply(edit)
     seconds_edit = time.perf_counter() - started
@@ -147,16 +148,3 @@ def run(
         trace_high=trace.high if trace is not None else 0.0,
         trace_low=trace.low if trace is not None else 0.0,
     )
-
-
-def scaled(job, base: float, total: float):
-    """Runs job, passing its progress on as the stretch [base, base + 1] of total; returns its value."""
-    try:
-        while True:
-            try:
-                progress = next(job)
-            except StopIteration as stop:
-                return stop.value
-            yield Progress(base + progress.fraction, total, progress.message)
-    finally:
-        job.close()  # a cancel closes the inner job at once (its cleanup restores weights)

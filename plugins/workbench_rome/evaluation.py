@@ -13,8 +13,8 @@ from workbench.editing.prompts import greedy_continuation, target_probabilities
 from workbench.editing.rome import RomeHparams, compute_edit
 from workbench.editing.target import check_layer
 from workbench.plugin_api import AnalysisContext, Progress
+from workbench.progress import sub_job
 
-from .analysis import scaled
 from .counterfact import Case, load_cases
 from .eval_result import RomeEvalResult
 from .fluency import fluency
@@ -39,13 +39,13 @@ def case_metrics(model, case: Case) -> dict:
     return out
 
 
-def auto_layer(model, cases: list[Case]):
+def auto_layer(ctx: AnalysisContext, cases: list[Case]):
     """Generator: the median of the traced MLP peaks of the first cases."""
     from .layer import trace_layer
 
     layers = []
     for case in cases[:TRACED_CASES]:
-        trace = yield from trace_layer(model, case.request)
+        trace = yield from trace_layer(ctx, case.request)
         layers.append(trace.layer)
     return int(np.median(layers)), layers
 
@@ -67,14 +67,14 @@ def run(
     total = len(cases) + 2
     traced: list = []
     if layer == -1:
-        layer, traced = yield from scaled(auto_layer(model, cases), 0, total)
+        layer, traced = yield from sub_job(auto_layer(ctx, cases), 0, 1.0, total)
     check_layer(model, layer)
-    stats = yield from scaled(key_statistics(model, layer, corpus=corpus), 1, total)
+    stats = yield from sub_job(key_statistics(model, layer, corpus=corpus), 1, 1.0, total)
     fingerprint = model.fingerprint
     rows, fluencies = [], []
     for index, case in enumerate(cases):
         started = time.perf_counter()
-        computation = yield from scaled(compute_edit(model, case.request, layer, stats.second_moment, hp), 2 + index, total)
+        computation = yield from sub_job(compute_edit(model, case.request, layer, stats.second_moment, hp), 2 + index, 1.0, total)
         with applied_temporarily(model, computation.edit):
             metrics = case_metrics(model, case)
             if gen_tokens:

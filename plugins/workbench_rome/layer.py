@@ -9,6 +9,7 @@ import numpy as np
 
 from workbench.editing.prompts import EditRequest, subject_span, target_ids
 from workbench.errors import InputError
+from workbench.plugin_api import AnalysisContext, PluginError
 
 
 @dataclass
@@ -21,12 +22,16 @@ class LayerTrace:
     low: float  # corrupted P(answer)
 
 
-def trace_layer(model, request: EditRequest, samples: int = 10, seed: int = 1):
-    """Generator: yields the trace's Progress, returns LayerTrace with the proposed layer."""
+def trace_layer(ctx: AnalysisContext, request: EditRequest, samples: int = 10, seed: int = 1):
+    """Generator: yields the trace's Progress, returns LayerTrace with the proposed layer.
+
+    The trace is the causal-trace plugin's public `causal_trace` (this plugin declares
+    requires=["causal-trace"]), not an import of its internals."""
+    model = ctx.model
     try:
-        from workbench_causal_trace.tracing import causal_trace
-    except ImportError as exc:
-        raise InputError(f"Choosing the layer automatically needs the causal-trace plugin, which is not available ({exc}).", "set the layer yourself (param layer=N)") from None
+        causal_trace = ctx.provided("causal-trace", "causal_trace")
+    except PluginError as exc:
+        raise InputError(f"Choosing the layer automatically needs the causal-trace plugin: {exc.message}", "set the layer yourself (param layer=N)") from None
     prompt = request.prompt
     start = request.template.index("{}")
     ids, s0, s1 = subject_span(model, prompt, start, start + len(request.subject))

@@ -49,7 +49,10 @@ def test_click_a_head_in_the_grid_shows_its_stored_pattern(qtbot, window, tmp_pa
     # Click L1H1 (the induction head) in the overview grid: the large view shows its stored pattern.
     qtbot.wait(50)
     centre = panel.grid.tile_rect(1, 1).center().toPoint()
-    qtbot.mouseClick(panel.grid, Qt.LeftButton, pos=centre)
+    with qtbot.waitSignal(panel.result_changed, timeout=60_000) as answered:  # the plugin's `pattern` query
+        qtbot.mouseClick(panel.grid, Qt.LeftButton, pos=centre)
+    assert answered.args[0].meta.query == "pattern" and answered.args[0].meta.params["head"] == 1
+    assert panel.result.thumbnails is result.thumbnails  # the overview stays the run's
     expected = stored_pattern(window, 1, 1)
     np.testing.assert_allclose(panel.main_view.weights, expected, atol=1e-6)
     shown = panel.main_view.matrix  # what the view draws: weights, NaN above the diagonal
@@ -79,7 +82,8 @@ def test_click_a_head_in_the_grid_shows_its_stored_pattern(qtbot, window, tmp_pa
 
     # Average over the layer's heads: the mean of the four stored heads.
     panel.set_parameters({"average": "layer", "mask_first_token": False, "scale": "linear"})
-    panel._form_changed()
+    with qtbot.waitSignal(panel.result_changed, timeout=60_000):
+        panel._form_changed()
     mean = np.mean([stored_pattern(window, 1, h) for h in range(4)], axis=0)
     np.testing.assert_allclose(panel.main_view.weights, mean, atol=1e-6)
     assert panel.grid.selected == (1, None)

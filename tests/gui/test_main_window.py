@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
-from workbench.gui.tasks import TaskState
-
 from tests.gui.helpers import LAB_MODEL, LAB_PROMPT, wait_for_task
+from workbench.gui.tasks import TaskState
 
 
 def test_load_model_type_prompt_shows_tokens_and_predictions(qtbot, window):

@@ -11,13 +11,12 @@ from PySide6.QtGui import QImage
 from PySide6.QtSvg import QSvgRenderer
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
+from tests.gui.helpers import LAB_PROMPT, wait_for_task
 from workbench.errors import InputError
 from workbench.gui.panels import AnalysisPanel, PanelHost
 from workbench.gui.tasks import TaskState
 from workbench.gui.widgets.report_view import TABLE_MAX_COLUMN_WIDTH, ReportView, SvgFigure
 from workbench.results.base import Figure, ReportSection, Table
-
-from tests.gui.helpers import LAB_PROMPT, wait_for_task
 
 
 def _distinct_colours(image: QImage, step: int = 5) -> int:

@@ -6,11 +6,10 @@ import re
 
 from PySide6.QtWidgets import QDialogButtonBox
 
+from tests.gui.helpers import LAB_MODEL, LAB_PROMPT
 from workbench.gui.report_export import ExportReportDialog, export_report
 from workbench.gui.workspace import read_workspace
 from workbench.results import load_results
-
-from tests.gui.helpers import LAB_MODEL, LAB_PROMPT
 
 
 def _run(qtbot, panel, **params):

@@ -6,9 +6,8 @@ import time
 
 from PySide6.QtCore import Qt, QTimer
 
-from workbench.gui.tasks import TaskState
-
 from tests.gui.helpers import LAB_MODEL, wait_for_task
+from workbench.gui.tasks import TaskState
 
 TICK_MS = 10
 MAX_STALL_MS = 100

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PySide6.QtGui import QImage
 
 from tests.gui.helpers import LAB_MODEL, LAB_PROMPT
@@ -18,6 +19,7 @@ def _workbench(*args: str, tmp_path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_screenshot_of_the_window_with_a_panel(tmp_path):
     out = tmp_path / "shots" / "window.png"
     done = _workbench("--screenshot", str(out), "--model", LAB_MODEL, "--prompt", LAB_PROMPT, "--panel", "logit-lens", tmp_path=tmp_path)
@@ -30,6 +32,7 @@ def test_screenshot_of_the_window_with_a_panel(tmp_path):
     assert not (tmp_path / "config" / "interpretability-workbench").exists()
 
 
+@pytest.mark.slow
 def test_screenshot_errors_are_one_line_with_status_2(tmp_path):
     done = _workbench("--screenshot", str(tmp_path / "x.png"), "--model", LAB_MODEL, "--panel", "no-such-panel", tmp_path=tmp_path)
     assert done.returncode == 2

@@ -6,11 +6,10 @@ import threading
 
 import pytest
 
+from tests.gui.helpers import wait_for_task
 from workbench.gui.notifications import ERROR
 from workbench.gui.tasks import TaskManager, TaskState
 from workbench.progress import Progress
-
-from tests.gui.helpers import wait_for_task
 
 
 def _run_logit_lens(qtbot, window):

@@ -7,11 +7,10 @@ import json
 import h5py
 import numpy as np
 
+from tests.gui.helpers import LAB_MODEL, LAB_PROMPT, wait_for_task
 from workbench.gui.settings import AppSettings
 from workbench.gui.tasks import TaskState
 from workbench.gui.workspace import WORKSPACE_GROUP, read_workspace
-
-from tests.gui.helpers import LAB_MODEL, LAB_PROMPT, wait_for_task
 
 
 def _saved_workspace(qtbot, window, path):

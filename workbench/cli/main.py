@@ -15,7 +15,7 @@ from ..progress import run_to_completion
 from ..prompts_file import read_prompts_file
 from ..threads import apply_torch_threads
 
-DEFAULT_MODEL = "smollm2"
+DEFAULT_MODEL = "smollm2"  # = workbench.models.DEFAULT_MODEL (a test keeps them equal); importing that loads torch, which `workbench plugins` need not
 
 
 def _quiet_libraries() -> None:
@@ -254,6 +254,8 @@ def cmd_plugins(args) -> int:
 
     registry = discover_plugins()
     rows = [record.describe() for record in registry]
+    if args.validate:
+        return _validate_plugins(registry, rows, args.json)
     if args.json:
         print(json.dumps({"api_version": API_VERSION_TEXT, "plugins": rows}, indent=2))
         return 0
@@ -269,17 +271,43 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def _validate_plugins(registry, rows: list[dict], as_json: bool) -> int:
+    """Import every reference each plugin declares and check its run functions' signatures;
+    exit 1 when a plugin is broken or has a problem."""
+    from ..plugin_api.validate import validate_plugin
+
+    failed = 0
+    for record, row in zip(registry, rows):
+        problems = [f"not loaded: {record.error}"] if not record.ok else validate_plugin(record.plugin)
+        row["problems"] = problems
+        failed += bool(problems)
+        if not as_json:
+            print(f"{record.id}: " + ("ok" if not problems else "PROBLEMS"))
+            for problem in problems:
+                print(f"  - {_printable(problem)}")
+    if as_json:
+        print(json.dumps({"plugins": rows}, indent=2))
+    elif not failed:
+        print(f"{len(rows)} plugin(s): every declared reference imports and every run function takes its parameters")
+    return 1 if failed else 0
+
+
 def cmd_run(args) -> int:
-    from ..plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
+    from ..plugin_api import AnalysisContext, discover_plugins, run_analysis, run_query, summary_json
     from ..plugin_api.params import parse_assignments
     from ..results import save_result
 
     registry = discover_plugins()
     plugin = registry.get(args.plugin)
     texts = parse_assignments(args.param)
+    query_texts = parse_assignments(args.query_param)
     if plugin.analysis is None:
         raise WorkbenchError(f"Plugin {plugin.id!r} has a panel but no analysis to run headless.", "open it in the app instead")
     plugin.analysis.resolve(texts=texts)  # bad parameters fail before the model loads
+    if args.query_param and not args.query:
+        raise WorkbenchError("--query-param needs --query NAME.", f"{plugin.name}'s queries: {', '.join(q.name for q in plugin.queries) or 'none'}")
+    if args.query:
+        plugin.query(args.query).resolve(texts=query_texts)
     prompts = list(args.prompt or [])
     if plugin.analysis.needs_prompt and not prompts:
         raise WorkbenchError(f"{plugin.name} needs a prompt.", "pass --prompt TEXT")
@@ -289,6 +317,8 @@ def cmd_run(args) -> int:
     model = _load(args)
     ctx = AnalysisContext(model=model, prompts=prompts, prepend_bos=_bool_choice(args.bos), store_path=Path(args.store) if args.store else None)
     job = run_analysis(plugin, ctx, texts=texts)
+    if args.query:
+        job = _then_query(job, plugin, args.query, ctx, query_texts, run_query)
     result = _run_with_bar(job, args.quiet)
     if result is None:
         print("\ninterrupted: nothing was saved", file=sys.stderr)
@@ -310,6 +340,14 @@ def cmd_run(args) -> int:
     else:
         print(text)
     return _report_problems(problems)
+
+
+def _then_query(job, plugin, name: str, ctx, texts: dict, run_query):
+    """Generator: the analysis, then its query `name` on the result (each half the bar)."""
+    from ..progress import sub_job
+
+    result = yield from sub_job(job, 0, 0.5, 1)
+    return (yield from sub_job(run_query(plugin, name, ctx, result, texts=texts), 0.5, 0.5, 1, f"query {name}"))
 
 
 def _report_problems(problems: list[str | None]) -> int:
@@ -347,7 +385,12 @@ def cmd_report(args) -> int:
     if report is None:
         print("\ninterrupted: no report was written", file=sys.stderr)
         return 130
-    written = write_report(report, out, data_path=data, pdf_path=args.pdf, spec_name=Path(args.spec).name)
+    written = write_report(report, out, data_path=data, spec_name=Path(args.spec).name)
+    if args.pdf:
+        from ..gui.report_pdf import write_pdf  # Qt, loaded only when a PDF is asked for
+
+        written.pdf = Path(args.pdf)
+        written.pages = write_pdf(report, written.pdf, spec_name=Path(args.spec).name)
     print(f"wrote {written.html} ({len(report.entries)} analyses in {report.seconds:.1f} s)", file=sys.stderr)
     print(f"wrote {written.data} (results; workbench inspect lists them, the app opens it as a workspace)", file=sys.stderr)
     if written.pdf:
@@ -475,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="list plugins with their version, source and status")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--validate", action="store_true", help="import every reference each plugin declares (panels too) and check its run functions' parameters")
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("run", help="run a plugin's analysis headless")
@@ -485,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.h5", help="append the result to this HDF5 file")
     p.add_argument("--json", metavar="FILE", help="write the JSON summary here (default: print it)")
     p.add_argument("--store", metavar="FILE.h5", help="an activation store to reuse activations from")
+    p.add_argument("--query", metavar="NAME", help="then run this follow-up query on the result (a drill-down, e.g. attention's 'pattern'); its answer is what is printed and saved")
+    p.add_argument("--query-param", action="append", metavar="NAME=VALUE", help="a parameter of the query (repeat for several)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 

@@ -4,7 +4,7 @@ and a self-check of the machinery on the lab model. Users paste its output into 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..disk import human_bytes
 from ..paths import cache_dir_location
@@ -19,8 +19,9 @@ def environment_report() -> dict:
     packages = {}
     for label, name in environment.KEY_PACKAGES:
         packages[label] = environment.installed_version(name)
-    if packages.get("h5py"):
-        packages["h5py"] += f" (HDF5 {environment.hdf5_version()})"
+    h5py_version = packages.get("h5py")
+    if h5py_version:
+        packages["h5py"] = f"{h5py_version} (HDF5 {environment.hdf5_version()})"
     lock = environment.compare_with_lock()
     folder = cache_dir_location()
     return {

@@ -10,13 +10,17 @@ from __future__ import annotations
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 LAB_MODEL = "lab:induction"
 LAB_PROMPT = "t1 t2 t3 t4 t5 t6 t1 t2 t3"  # its induction head answers t4
@@ -48,8 +52,8 @@ class SelfCheck:
 
     def __init__(self, report: Callable[[StepOutcome], None] = lambda outcome: None):
         self.report = report
-        self.model = None
-        self.scratch: Path | None = None
+        self.model: LoadedModel | None = None  # set by the load step
+        self.scratch: Path | None = None  # set while run() runs
 
     def steps(self) -> list[tuple[str, Callable[[], str], tuple[str, ...]]]:
         """(name, step, names of the steps it needs)."""
@@ -75,6 +79,16 @@ class SelfCheck:
                 self.report(outcome)
         return list(outcomes.values())
 
+    def _loaded(self) -> LoadedModel:
+        if self.model is None:
+            raise RuntimeError("the step needs the model, which is loaded by an earlier step")
+        return self.model
+
+    def _scratch(self) -> Path:
+        if self.scratch is None:
+            raise RuntimeError("the step needs the scratch folder, which exists while run() runs")
+        return self.scratch
+
     # -- the steps -------------------------------------------------------------------
 
     def cache_folder(self) -> str:
@@ -96,8 +110,8 @@ class SelfCheck:
     def load(self) -> str:
         from ..models import load_model
 
-        self.model = load_model(LAB_MODEL)
-        return f"{self.model.n_layers} layers, {self.model.n_heads} heads, fingerprint {self.model.fingerprint}"
+        self.model = model = load_model(LAB_MODEL)
+        return f"{model.n_layers} layers, {model.n_heads} heads, fingerprint {model.fingerprint}"
 
     def store_round_trip(self) -> str:
         """What the store gives back equals what the model computes, bit for bit."""
@@ -107,8 +121,8 @@ class SelfCheck:
         from ..progress import run_to_completion
         from ..store import ActivationStore
 
-        model = self.model
-        path = self.scratch / "round-trip.h5"
+        model = self._loaded()
+        path = self._scratch() / "round-trip.h5"
         run_to_completion(capture_activations(model, [LAB_PROMPT], ["residual", "attention"], path))
         tokens = model.tokenize(LAB_PROMPT)
         names = [f"blocks.{model.n_layers - 1}.hook_resid_post", "blocks.0.attn.hook_pattern"]
@@ -134,10 +148,12 @@ class SelfCheck:
         from ..progress import run_to_completion
 
         plugin = discover_plugins().get("causal-trace")
-        results = {}
+        model = self._loaded()
+        # The plugin's result type, which the core does not import (it finds plugins by entry point).
+        results: dict[str, Any] = {}
         for method in ("fast", "reference"):
             params = dict(subject="t2 t3", samples=4, seed=1, window=1, method=method)
-            results[method] = run_to_completion(run_analysis(plugin, AnalysisContext(self.model, [LAB_PROMPT]), params))
+            results[method] = run_to_completion(run_analysis(plugin, AnalysisContext(model, [LAB_PROMPT]), params))
         fast, reference = results["fast"], results["reference"]
         difference = float(np.abs(fast.scores - reference.scores).max())
         if difference > TRACE_TOLERANCE:
@@ -153,13 +169,14 @@ class SelfCheck:
         from ..plugin_api import AnalysisContext, discover_plugins, run_analysis
         from ..progress import run_to_completion
 
-        model = self.model
+        model = self._loaded()
         weights = model.bridge.original_model.state_dict()
         before = {name: tensor.detach().clone() for name, tensor in weights.items()}
         fingerprint = model.fingerprint
         plugin = discover_plugins().get("rome")
         params = dict(ROME_SETTINGS, corpus=str(_lab_corpus(cache_dir())))
-        result = run_to_completion(run_analysis(plugin, AnalysisContext(model, []), params))
+        # The rome plugin's result type, which the core does not import.
+        result: Any = run_to_completion(run_analysis(plugin, AnalysisContext(model, []), params))
         stack = EditStack.of(model)
         try:
             if not result.p_after[0, 0] > result.p_after[0, 1]:

@@ -12,7 +12,6 @@ the quality (Gupta et al. 2025).
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import h5py
 import numpy as np
 import torch
 
+from ..disk import replacing
 from ..errors import InputError
 from ..hooks.keeping import keeping
 from ..paths import assets_dir, cache_dir
@@ -140,16 +140,11 @@ def read_cached(base_fingerprint: str, layer: int, corpus_key: str, n_tokens: in
 def _write_cache(stats: KeyStats, base_fingerprint: str, corpus_key: str, n_tokens: int, folder: Path | None = None) -> None:
     path = entry_path(base_fingerprint, stats.layer, corpus_key, n_tokens, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        with h5py.File(partial, "w") as f:
-            f.create_dataset("second_moment", data=stats.second_moment, compression="gzip")
-            f.attrs["n_keys"] = stats.n_keys
-            f.attrs["corpus"] = stats.corpus
-            f.attrs["seconds"] = stats.seconds
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with replacing(path) as partial, h5py.File(partial, "w") as f:
+        f.create_dataset("second_moment", data=stats.second_moment, compression="gzip")
+        f.attrs["n_keys"] = stats.n_keys
+        f.attrs["corpus"] = stats.corpus
+        f.attrs["seconds"] = stats.seconds
 
 
 @contextmanager

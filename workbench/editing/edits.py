@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -20,6 +21,9 @@ import torch
 
 from ..errors import InputError
 from .target import MlpOutput, mlp_output
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 EDIT_FILE_FORMAT = "workbench-rome-edit"
 EDIT_FILE_VERSION = 1
@@ -53,13 +57,21 @@ class RomeEdit:
     def update_norm(self) -> float:
         return float(np.linalg.norm(self.left) * np.linalg.norm(self.right))
 
+    def applied_weights(self) -> tuple[MlpOutput, torch.Tensor, torch.Tensor]:
+        """The edited matrix and its exact copies from before and after the edit (set by applying it)."""
+        if self.target is None or self.before is None or self.after is None:
+            raise RuntimeError(f"the edit {self.describe()!r} has never been applied")
+        return self.target, self.before, self.after
+
     def restore_before(self) -> None:
+        target, before, _ = self.applied_weights()
         with torch.no_grad():
-            self.target.weight.copy_(self.before)
+            target.weight.copy_(before)
 
     def restore_after(self) -> None:
+        target, _, after = self.applied_weights()
         with torch.no_grad():
-            self.target.weight.copy_(self.after)
+            target.weight.copy_(after)
 
     def describe(self) -> str:
         if self.label:
@@ -73,14 +85,15 @@ def _derived_fingerprint(before: str, edit: RomeEdit) -> str:
     # the result differs from every other weight state the stack has produced.
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{before}|rome|{edit.layer}|{edit.weight_name}|".encode())
-    digest.update(memoryview(edit.after.contiguous().view(torch.uint8).reshape(-1).numpy()))
+    _, _, after = edit.applied_weights()
+    digest.update(after.contiguous().view(torch.uint8).reshape(-1).numpy().data)
     return digest.hexdigest()
 
 
 class EditStack:
     """The edits applied to one model, in order, with the undone ones kept for redo."""
 
-    def __init__(self, model):
+    def __init__(self, model: LoadedModel) -> None:
         self.model = model
         self.base_fingerprint = model.fingerprint
         self.applied: list[RomeEdit] = []
@@ -88,14 +101,14 @@ class EditStack:
         self.lock = threading.Lock()
 
     @classmethod
-    def of(cls, model) -> "EditStack":
+    def of(cls, model) -> EditStack:
         stack = model.extra.get(STACK_KEY)
         if stack is None:
             stack = model.extra[STACK_KEY] = cls(model)
         return stack
 
     @classmethod
-    def existing(cls, model) -> "EditStack | None":
+    def existing(cls, model) -> EditStack | None:
         return model.extra.get(STACK_KEY)
 
     def apply(self, edit: RomeEdit) -> RomeEdit:
@@ -260,5 +273,6 @@ class applied_temporarily:
     def __exit__(self, *exc) -> None:
         self.edit.restore_before()
         self.model.fingerprint = self.edit.fingerprint_before
-        if not torch.equal(self.edit.target.weight, self.edit.before):
+        target, before, _ = self.edit.applied_weights()
+        if not torch.equal(target.weight, before):
             raise RuntimeError("restoring the weights after a temporary edit did not give them back exactly")

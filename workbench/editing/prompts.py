@@ -25,7 +25,7 @@ class EditRequest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EditRequest":
+    def from_dict(cls, data: dict) -> EditRequest:
         return cls(**{k: data.get(k, "") for k in ("template", "subject", "target_new", "target_true")})
 
 
@@ -121,7 +121,7 @@ def target_probabilities(model, prompts: list[str], targets: list[str], batch: i
         inputs, positions = teacher_forced(ids, tids)
         log_probs = torch.log_softmax(model.bridge(inputs.to(device)).float(), dim=-1)
         for row, (pos, target) in enumerate(zip(positions, tids)):
-            out.append(float(torch.exp(sum(log_probs[row, p, t] for p, t in zip(pos, target)))))
+            out.append(float(torch.exp(sum((log_probs[row, p, t] for p, t in zip(pos, target)), log_probs.new_zeros(())))))
     return out
 
 
@@ -140,4 +140,4 @@ def greedy_continuation(model, prompt: str, n_tokens: int) -> str:
         if token == eos:
             break
         new.append(token)
-    return model.tokenizer.decode(new)
+    return model.decode(new)

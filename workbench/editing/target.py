@@ -8,6 +8,7 @@ so finding it there works for any architecture the bridge maps, without naming o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -23,7 +24,8 @@ class MlpOutput:
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.module.weight
+        # nn.Module's attribute lookup is typed Tensor | Module; a Linear's or Conv1D's weight is a Parameter.
+        return cast(torch.Tensor, self.module.weight)
 
     @property
     def key_hook(self) -> str:

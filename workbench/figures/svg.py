@@ -7,17 +7,18 @@ nor a plotting library in headless runs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 import numpy as np
 
 from .colormaps import colormap_hex
+from .raster import NAN_RGB, colourise, downsample_for_display, svg_image
 
 FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"
 
 
-def _label(text: str, limit: int = 14) -> str:
+def _label(text: object, limit: int = 14) -> str:
     text = str(text).replace("\n", "\\n")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -50,6 +51,21 @@ def nice_ticks(lo: float, hi: float, target: int = 5, whole: bool = False) -> np
     ticks = (first + np.arange(count(step))) * step
     ticks[np.abs(ticks) < step * 1e-9] = 0.0  # no "-0"
     return ticks
+
+
+RASTER_CELLS = 96 * 96
+RASTER_SIDE = 600  # the embedded image's largest side, in cells (block maxima beyond it)
+NAN_HEX = "#{:02x}{:02x}{:02x}".format(*NAN_RGB)
+
+
+def _shown_blocks(data: np.ndarray, diverging: bool) -> np.ndarray:
+    """The map at no more than RASTER_SIDE cells a side: each block shows its largest value
+    (its largest magnitude, with its sign, on a diverging scale), so a thin stripe stays visible."""
+    largest, _, _ = downsample_for_display(data, RASTER_SIDE, RASTER_SIDE)
+    if not diverging:
+        return largest
+    smallest = -downsample_for_display(-data, RASTER_SIDE, RASTER_SIDE)[0]
+    return np.where(np.abs(smallest) > np.abs(largest), smallest, largest)
 
 
 def heatmap(
@@ -93,8 +109,12 @@ def heatmap(
     top = 30 if title else 10
     label_height = 6.2 * max((len(s) for s in x_names), default=2) + 12 + (16 if x_title else 0)
     colorbar_width = 70
+    # Beyond RASTER_CELLS cells the map is one embedded image (a rectangle per cell would make
+    # a million-element SVG); cells may then be smaller than a pixel.
+    raster = rows * cols > RASTER_CELLS
     if cell is None:
-        cell = max(4.0, min(28.0, (max_width - left - colorbar_width) / max(cols, 1), 520.0 / max(rows, 1)))
+        cell = min(28.0, (max_width - left - colorbar_width) / max(cols, 1), 520.0 / max(rows, 1))
+        cell = cell if raster else max(4.0, cell)
     # Wide enough for the title too: a narrow map would clip it.
     width = max(left + cols * cell + colorbar_width, left + 7.8 * len(title) + 10)
     height = top + rows * cell + label_height
@@ -104,15 +124,18 @@ def heatmap(
     ]
     if title:
         out.append(f"<text x='{left:.1f}' y='18' font-size='13' font-weight='bold'>{escape(title)}</text>")
-    colours = colormap_hex(np.clip((np.nan_to_num(data, nan=lo) - lo) / span, 0, 1), colormap)
-    for r in range(rows):
+    if raster:
+        out.append(svg_image(colourise(_shown_blocks(data, diverging), lo, hi, colormap), left, top, cols * cell, rows * cell))
+    colours = colormap_hex(np.clip((np.nan_to_num(data, nan=lo) - lo) / span, 0, 1), colormap) if not raster else []
+    for r in range(rows if not raster else 0):
         for c in range(cols):
             x, y = left + c * cell, top + r * cell
-            tip = f"{y_names[r]} / {x_names[c]}: {_fmt(data[r, c])}"
+            missing = not np.isfinite(data[r, c])  # NaN: nothing to show here (a masked or future cell), not the lowest colour
+            tip = f"{y_names[r]} / {x_names[c]}: {'no value' if missing else _fmt(data[r, c])}"
             out.append(
-                f"<rect x='{x:.1f}' y='{y:.1f}' width='{cell + 0.2:.1f}' height='{cell + 0.2:.1f}' fill='{colours[r][c]}'><title>{escape(tip)}</title></rect>"
+                f"<rect x='{x:.1f}' y='{y:.1f}' width='{cell + 0.2:.1f}' height='{cell + 0.2:.1f}' fill='{NAN_HEX if missing else colours[r][c]}'><title>{escape(tip)}</title></rect>"
             )
-            if annotate and cell >= 22:
+            if annotate and cell >= 22 and not missing:
                 shade = (data[r, c] - lo) / span
                 ink = "white" if (not diverging and shade < 0.55) or (diverging and abs(shade - 0.5) > 0.3) else "black"
                 out.append(f"<text x='{x + cell / 2:.1f}' y='{y + cell / 2 + 3:.1f}' font-size='8' text-anchor='middle' fill='{ink}'>{_fmt(data[r, c])}</text>")

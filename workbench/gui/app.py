@@ -82,9 +82,9 @@ def _qt_message(mode, context, message: str) -> None:
 
 def create_application(argv: list[str] | None = None):
     """The QApplication (created once), configured for the workbench."""
+    import pyqtgraph as pg
     from PySide6.QtCore import qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
-    import pyqtgraph as pg
 
     qInstallMessageHandler(_qt_message)
     app = QApplication.instance() or QApplication(argv if argv is not None else [sys.argv[0]])
@@ -147,7 +147,7 @@ def _run(app, args, screenshot) -> int:
         panel = getattr(args, "gui_panel", None)
         workspace = getattr(args, "gui_workspace", None)
         if screenshot:
-            from ..cli.main import DEFAULT_MODEL
+            from ..models.specs import DEFAULT_MODEL
             from .screenshot import ScreenshotScript
 
             if (panel or prompt) and not model and not workspace:

@@ -28,6 +28,10 @@ Contract:
 - Panels never compute on the GUI thread: `run()` hands the analysis generator to
   `host.start_job`, which runs it on a worker thread, shows it in the task area
   (progress, Cancel) and calls back on the GUI thread with the result.
+- Drill-downs (another head, layer or prompt of the shown result) are the plugin's
+  queries (`Plugin(queries=[Query(...)])`, plugin API 1.1): `run_query(name, params)`
+  runs one through the same runner in the background and shows its answer. A panel
+  never reads the store or runs the model itself.
 - `render(result)` runs on the GUI thread; keep it quick (draw, do not compute).
 - An exception from a panel's code is reported as a notification and disables
   the plugin for the session; the app keeps working.
@@ -42,8 +46,9 @@ from __future__ import annotations
 
 import json
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QPainter
@@ -61,7 +66,7 @@ from PySide6.QtWidgets import (
 
 from ..errors import InputError, WorkbenchError
 from ..models import LoadedModel
-from ..plugin_api import AnalysisContext, Plugin, PluginRunError, Result, run_analysis, summary_json
+from ..plugin_api import AnalysisContext, Plugin, PluginRunError, Result, check_same_model, run_analysis, run_query, summary_json
 from ..results import save_result
 from .widgets.param_form import ParameterForm
 from .widgets.report_view import ReportView
@@ -92,9 +97,10 @@ class PanelHost(Protocol):
     def prompts(self) -> list[str]:
         """The prompts in the prompt editor (one per line, empty lines dropped)."""
 
-    def start_job(self, title: str, job_factory: Callable[[], Any], on_result: Callable[[Any], None]) -> Any:
+    def start_job(self, title: str, job_factory: Callable[[], Any], on_result: Callable[[Any], None], *, uses_model: bool = True, visible: bool = True) -> Any:
         """Run job_factory() on a worker thread as a task (progress and Cancel in the task
-        area); on_result(value) runs on the GUI thread. Returns the task
+        area; visible=False: no row, for quick work such as a query); on_result(value) runs
+        on the GUI thread. Jobs that use the model run one at a time. Returns the task
         (workbench.gui.tasks.Task: .state, .cancel(), signal .ended)."""
 
     def notify_error(self, title: str, exc: BaseException) -> None:
@@ -121,6 +127,7 @@ class AnalysisPanel(QWidget):
         self.host = host
         self.result: Result | None = None
         self.task = None
+        self.query_task = None
         self.disabled_reason = ""
         self._prepared: PreparedResult | None = None
         analysis = plugin.analysis
@@ -228,9 +235,11 @@ class AnalysisPanel(QWidget):
 
     def model_changed(self, model: LoadedModel | None) -> None:
         """Called when the host's model changes. Default: notes that the shown result is from another model."""
-        if self.result is not None and self.result.meta is not None and model is not None:
-            if self.result.meta.model_fingerprint and self.result.meta.model_fingerprint != model.fingerprint:
-                self._set_status(f"Shown result is from {self.result.meta.model_name or self.result.meta.model_spec}; Run to recompute.")
+        if self.result is not None and model is not None:
+            try:
+                check_same_model(self.result, model)
+            except WorkbenchError as exc:
+                self._set_status(str(exc))
 
     # -- running ---------------------------------------------------------------------------------------
 
@@ -277,6 +286,48 @@ class AnalysisPanel(QWidget):
         self._set_status("Running…")
         return self.task
 
+    def query_context(self) -> AnalysisContext:
+        """The context a query on the shown result gets: the result's prompts and BOS choice,
+        the host's model and activation store."""
+        meta = self.result.meta if self.result is not None else None
+        return AnalysisContext(
+            model=self.host.model,
+            prompts=list(meta.prompts) if meta is not None and meta.prompts else list(self.host.prompts()),
+            prepend_bos=meta.prepend_bos if meta is not None else self.host.prepend_bos,
+            store_path=self.host.store_path,
+            fill_store=self.host.store_path is not None,
+        )
+
+    def run_query(self, name: str, params: dict | None = None, on_result: Callable[[Any], None] | None = None, title: str = ""):
+        """Run the plugin's query `name` on the shown result in the background (no task row:
+        the status line says what is being read); its answer is shown with show_result()
+        unless on_result is given. The latest query wins: one still running is cancelled.
+        Returns the task, or None when it cannot start (the reason is in the status line)."""
+        if self.result is None or self.disabled_reason:
+            return None
+        try:
+            self.plugin.query(name)
+            check_same_model(self.result, self.host.model)
+            ctx = self.query_context()
+        except WorkbenchError as exc:
+            self._set_status(str(exc), error=True)
+            return None
+        if self.query_task is not None and not self.query_task.state.ended:
+            self.query_task.cancel()
+        plugin, result = self.plugin, self.result
+        title = title or f"{plugin.name}: {name}"
+        self._set_status(f"{title}…")
+        task = self.host.start_job(title, lambda: run_query(plugin, name, ctx, result, params), on_result or self.show_result, visible=False)
+        task.ended.connect(self._query_ended)
+        self.query_task = task
+        return task
+
+    def _query_ended(self, task) -> None:
+        from .tasks import TaskState
+
+        if task.state is TaskState.FAILED:
+            self._set_status(f"Failed: {task.message}", error=True)
+
     def _run_clicked(self) -> None:
         if self.task is not None and not self.task.state.ended:
             self.task.cancel()
@@ -301,7 +352,7 @@ class AnalysisPanel(QWidget):
 
     # -- results ------------------------------------------------------------------------------------------
 
-    def _job_done(self, prepared: "PreparedResult") -> None:
+    def _job_done(self, prepared: PreparedResult) -> None:
         self._prepared = prepared
         self.show_result(prepared.result)
 

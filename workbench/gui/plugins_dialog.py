@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from .widgets.style import TEXT_COLOUR, label
 from ..plugin_api import API_VERSION_TEXT, PATH_VARIABLE, PluginRegistry
+from .widgets.style import TEXT_COLOUR, label
 
 COLUMNS = ("id", "name", "version", "status", "source")
 

@@ -18,8 +18,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -334,7 +335,7 @@ class TaskManager(QObject):
 class TaskRow(QFrame):
     """One task: title, progress bar, message, and Cancel (or Clear once it ended)."""
 
-    def __init__(self, task: Task, on_clear: Callable[["TaskRow"], None], parent=None):
+    def __init__(self, task: Task, on_clear: Callable[[TaskRow], None], parent=None):
         super().__init__(parent)
         self.task = task
         self._on_clear = on_clear

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 
+from ..disk import replacing
 from ..errors import StoreError, WorkbenchError
 from ..plugin_api import PluginRegistry, Result
-from ..results.storage import RESULTS_GROUP, read_result, write_result
+from ..results.storage import new_result_id, read_result, write_result
 from ..results.workspace_format import DESCRIPTION, FORMAT, VERSION, WORKSPACE_GROUP, describe_workspace, write_description
-from ..store.layout import open_store_file
+from ..store.layout import RESULTS_GROUP, open_store_file
 
 SUFFIX = ".wbproj.h5"
 
@@ -87,30 +87,24 @@ def save_workspace(path: str | Path, workspace: Workspace) -> Path:
     path = Path(path)
     if path.exists() and path.is_dir():
         raise WorkspaceError(f"{path} is a folder.", f"choose a file name ending in {SUFFIX}")
-    partial = path.with_name(path.name + ".saving")
-    if partial.exists():
-        partial.unlink()
     try:
-        handle = open_store_file(partial, "a")
-        try:
-            result_ids: dict[int, str] = {}
-            for index, panel in enumerate(workspace.panels):
-                if panel.result is not None:
-                    result_ids[index] = write_result(handle, panel.result, title=panel.title)
-                elif panel.stored_result is not None:
-                    copied = _copy_stored_result(handle, *panel.stored_result)
-                    if copied:
-                        result_ids[index] = copied
-            write_description(handle, _description(workspace, result_ids))
-            handle.flush()
-        finally:
-            handle.close()
-        os.replace(partial, path)
+        with replacing(path, ".saving") as partial:
+            handle = open_store_file(partial, "a")
+            try:
+                result_ids: dict[int, str] = {}
+                for index, panel in enumerate(workspace.panels):
+                    if panel.result is not None:
+                        result_ids[index] = write_result(handle, panel.result, title=panel.title)
+                    elif panel.stored_result is not None:
+                        copied = _copy_stored_result(handle, *panel.stored_result)
+                        if copied:
+                            result_ids[index] = copied
+                write_description(handle, _description(workspace, result_ids))
+                handle.flush()
+            finally:
+                handle.close()
     except OSError as exc:
         raise WorkspaceError(f"Could not save the workspace to {path}: {exc.strerror or exc}.", "choose a writable folder") from exc
-    finally:
-        if partial.exists():
-            partial.unlink()
     return path
 
 
@@ -120,8 +114,7 @@ def _copy_stored_result(handle: h5py.File, source: str, result_id: str) -> str |
         with h5py.File(source, "r") as original:
             group = original[RESULTS_GROUP][result_id]
             results = handle.require_group(RESULTS_GROUP)
-            numbers = [int(k[7:]) for k in results.keys() if k.startswith("result-") and k[7:].isdigit()]
-            new_id = f"result-{(max(numbers) + 1) if numbers else 1:04d}"
+            new_id = new_result_id(results)
             original.copy(group, results, name=new_id)
             return new_id
     except (OSError, KeyError):

@@ -34,7 +34,7 @@ _PROBE_PREFIX = 4
 
 # Bridges whose cache round trip is proven; failures are not remembered (a later version
 # of the environment is a new process anyway, and the probe costs three short passes).
-_checked: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+_checked: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
 
 class KVCacheUnsupported(WorkbenchError):

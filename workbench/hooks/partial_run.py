@@ -8,8 +8,8 @@ the earlier blocks and discards their output; here they are not run at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 

@@ -13,8 +13,12 @@ import difflib
 import fnmatch
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import HookError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 PRESETS: dict[str, tuple[str, list[str]]] = {
     "residual": ("residual stream: the input to block 0 and every block's output", ["blocks.0.hook_resid_pre", "blocks.*.hook_resid_post"]),
@@ -68,7 +72,7 @@ def _forward_rank(spec: HookSpec) -> int:
 class HookCatalog:
     """All hook points of one model, with their aliases."""
 
-    def __init__(self, bridge):
+    def __init__(self, bridge: TransformerBridge) -> None:
         hook_dict = bridge.hook_dict
         self._points = hook_dict
         names_by_point: dict[int, list[str]] = {}

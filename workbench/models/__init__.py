@@ -2,6 +2,6 @@
 
 from .catalog import available_models
 from .loading import DTYPES, LoadedModel, load_hf_model, load_model
-from .specs import ModelSource, parse_spec
+from .specs import DEFAULT_MODEL, ModelSource, parse_spec
 
-__all__ = ["DTYPES", "LoadedModel", "ModelSource", "available_models", "load_hf_model", "load_model", "parse_spec"]
+__all__ = ["DEFAULT_MODEL", "DTYPES", "LoadedModel", "ModelSource", "available_models", "load_hf_model", "load_model", "parse_spec"]

@@ -52,12 +52,12 @@ def fingerprint_model(hf_model: torch.nn.Module, weight_names=None) -> str:
     seen: set[tuple[int, int]] = set()
     for name, tensor in sorted(weights.items()):
         # Tied weights share storage; hash each storage once so tying doesn't change the cost.
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        key = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         if key in seen:
             continue
         seen.add(key)
         flat = tensor.detach().contiguous().cpu().reshape(-1)
         if flat.numel():
-            digest.update(memoryview(flat.view(torch.uint8).numpy()))
+            digest.update(flat.view(torch.uint8).numpy().data)
     return digest.hexdigest()

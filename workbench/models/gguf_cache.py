@@ -81,7 +81,7 @@ def convert_gguf(gguf_path: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     # The weights are already dequantized to float32; drop the GGUF quantizer that
     # would otherwise make save_pretrained refuse to serialize.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # set by from_pretrained; transformers declares no such attribute
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     try:

@@ -6,8 +6,10 @@ import os
 import pickle
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
 import torch
@@ -16,6 +18,10 @@ from ..errors import InputError, ModelLoadError
 from .fingerprint import fingerprint_model, model_weights
 from .gguf_cache import convert_gguf, embedded_gguf_path
 from .specs import ModelSource, parse_spec
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedTokenizerBase
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEVICES = ("cpu", "cuda", "mps")
@@ -26,8 +32,8 @@ class LoadedModel:
     """A model ready for analysis: the bridge plus everything we know about it."""
 
     source: ModelSource
-    bridge: object  # transformer_lens.model_bridge.TransformerBridge
-    tokenizer: object
+    bridge: TransformerBridge
+    tokenizer: PreTrainedTokenizerBase
     fingerprint: str
     device: str
     dtype: str
@@ -108,8 +114,13 @@ class LoadedModel:
             raise InputError(f"The prompt is {len(ids)} tokens long; {self.name} reads at most {self.n_ctx}.", "shorten the prompt")
         return ids
 
-    def str_tokens(self, ids) -> list[str]:
-        return [self.tokenizer.decode([int(i)]) for i in ids]
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of a sequence of token ids."""
+        # One sequence gives one string; decode's `str | list[str]` covers a batch of them.
+        return cast(str, self.tokenizer.decode([int(i) for i in ids]))
+
+    def str_tokens(self, ids: Iterable[int]) -> list[str]:
+        return [self.decode([i]) for i in ids]
 
     def describe(self) -> dict:
         import transformer_lens

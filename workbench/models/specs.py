@@ -10,6 +10,7 @@ from ..errors import ModelLoadError
 from ..paths import lab_models_dir
 
 EMBEDDED_NAMES = ("smollm2", "smollm2-135m-instruct")
+DEFAULT_MODEL = EMBEDDED_NAMES[0]  # what the command line and the app load when no model is named
 LAB_PREFIX = "lab:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 

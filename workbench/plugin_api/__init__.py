@@ -1,15 +1,15 @@
 """The public plugin API. Plugin authors import from here (and, for panels, workbench.gui.panels).
 
-    from workbench.plugin_api import Plugin, Analysis, Int, Choice, Result, ReportSection, Figure, Table, Progress
+    from workbench.plugin_api import Plugin, Analysis, Query, Int, Choice, Result, ReportSection, Figure, Table, Progress
 """
 
 from ..progress import Progress
 from ..results.base import Figure, ReportSection, Result, ResultMeta, Table
 from .context import AnalysisContext
-from .discovery import ENTRY_POINT_GROUP, PATH_VARIABLE, PluginRecord, PluginRegistry, discover_plugins
+from .discovery import ENTRY_POINT_GROUP, PATH_VARIABLE, PluginRecord, PluginRegistry, current_registry, discover_plugins
 from .params import Bool, Choice, Float, Int, IntList, Param, Text
-from .plugin import API_VERSION, API_VERSION_TEXT, Analysis, Plugin, PluginError, check_compatibility, import_ref
-from .runner import PluginRunError, run_analysis, summary_json
+from .plugin import API_VERSION, API_VERSION_TEXT, Analysis, Plugin, PluginError, Query, check_compatibility, import_ref
+from .runner import PluginRunError, check_same_model, run_analysis, run_query, summary_json
 
 __all__ = [
     "API_VERSION",
@@ -31,14 +31,18 @@ __all__ = [
     "PluginRegistry",
     "PluginRunError",
     "Progress",
+    "Query",
     "ReportSection",
     "Result",
     "ResultMeta",
     "Table",
     "Text",
     "check_compatibility",
+    "check_same_model",
+    "current_registry",
     "discover_plugins",
     "import_ref",
     "run_analysis",
+    "run_query",
     "summary_json",
 ]

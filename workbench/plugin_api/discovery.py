@@ -9,13 +9,16 @@ never raises.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .plugin import Plugin, PluginError, check_compatibility
@@ -44,7 +47,7 @@ class PluginRecord:
     def status(self) -> str:
         return "ok" if self.ok else f"error: {self.error}"
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         plugin = self.plugin
         return {
             "id": self.id,
@@ -57,6 +60,9 @@ class PluginRecord:
             "analysis": bool(plugin and plugin.analysis),
             "panel": bool(plugin and plugin.panel),
             "result_types": [getattr(r, "kind", str(r)) for r in (plugin.result_types if plugin else [])],
+            "queries": [q.name for q in plugin.queries] if plugin else [],
+            "requires": list(plugin.requires) if plugin else [],
+            "provides": sorted(plugin.provides) if plugin else [],
         }
 
 
@@ -84,21 +90,21 @@ class PluginRegistry:
     def __init__(self, records: list[PluginRecord]):
         self.records = records
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[PluginRecord]:
         return iter(self.records)
 
     def record(self, plugin_id: str) -> PluginRecord | None:
         return next((r for r in self.records if r.id == plugin_id), None)
 
     def enabled(self) -> list[Plugin]:
-        return [r.plugin for r in self.records if r.ok]
+        return [r.plugin for r in self.records if r.ok and r.plugin is not None]
 
     def get(self, plugin_id: str) -> Plugin:
         record = self.record(plugin_id)
         if record is None:
             known = ", ".join(r.id for r in self.records if r.ok) or "none"
             raise PluginError(f"No plugin {plugin_id!r}.", f"available: {known} ('workbench plugins' lists them)")
-        if not record.ok:
+        if not record.ok or record.plugin is None:
             raise PluginError(f"Plugin {plugin_id!r} is disabled: {record.error}", "fix or update the plugin; 'workbench plugins' shows its error")
         return record.plugin
 
@@ -108,6 +114,10 @@ class PluginRegistry:
         if record is not None:
             record.error = error
             record.details = details
+
+    def provided(self, plugin_id: str, name: str) -> Callable[..., Any]:
+        """A public function another plugin provides (see Plugin.provides / requires)."""
+        return self.get(plugin_id).provided(name)
 
     def result_class(self, kind: str) -> type | None:
         for plugin in self.enabled():
@@ -130,7 +140,7 @@ def _from_entry_points() -> list[PluginRecord]:
     return records
 
 
-def _import_from_folder(folder: Path, name: str):
+def _import_from_folder(folder: Path, name: str) -> ModuleType:
     folder_text = str(folder)
     if folder_text not in sys.path:
         sys.path.insert(0, folder_text)
@@ -156,11 +166,11 @@ def _from_folders(folders: list[Path]) -> list[PluginRecord]:
                 name = entry.stem
             else:
                 continue
-            records.append(_load(name, f"folder {entry}", lambda f=folder, n=name: _import_from_folder(f, n)))
+            records.append(_load(name, f"folder {entry}", functools.partial(_import_from_folder, folder, name)))
     return records
 
 
-def _load(fallback_id: str, source: str, loader) -> PluginRecord:
+def _load(fallback_id: str, source: str, loader: Callable[[], object]) -> PluginRecord:
     try:
         plugin = _as_plugin(loader())
     except BaseException as exc:  # a plugin's import may raise anything; it must not stop the app
@@ -190,4 +200,36 @@ def discover_plugins(extra_folders: list[Path] | None = None) -> PluginRegistry:
             record.error = f"id {record.id!r} is already used by the plugin from {first.source}"
             continue
         seen.setdefault(record.id, record)
-    return PluginRegistry(records)
+    _check_requirements(records)
+    registry = PluginRegistry(records)
+    global _last_registry
+    _last_registry = registry
+    return registry
+
+
+def _check_requirements(records: list[PluginRecord]) -> None:
+    """A plugin whose required plugins are missing or broken is disabled, saying which
+    (repeated until nothing changes: a chain of requirements fails as a whole)."""
+    changed = True
+    while changed:
+        changed = False
+        usable = {r.id: r for r in records if r.ok}
+        for record in records:
+            if not record.ok or record.plugin is None:
+                continue
+            for needed in record.plugin.requires:
+                other = next((r for r in records if r.id == needed), None)
+                if needed in usable:
+                    continue
+                why = "which is not installed" if other is None else f"which is disabled ({other.error})"
+                record.error = f"needs plugin {needed!r}, {why}"
+                changed = True
+                break
+
+
+_last_registry: PluginRegistry | None = None
+
+
+def current_registry() -> PluginRegistry:
+    """The plugins this process discovered last (discovering them on first use)."""
+    return _last_registry if _last_registry is not None else discover_plugins()

@@ -47,7 +47,7 @@ class Param:
     def fail(self, value: Any) -> InputError:
         return InputError(f"Parameter {self.name!r} cannot be {value!r}.", f"{self.name} accepts {self.accepts()}")
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "default": self.default, "accepts": self.accepts(), "help": self.help}
 
 
@@ -169,7 +169,7 @@ class Choice(Param):
             raise self.fail(value)
         return value
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {**super().describe(), "choices": list(self.choices)}
 
 

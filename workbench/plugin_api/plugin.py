@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, cast
 
 from ..errors import WorkbenchError
 from .params import Param, resolve_params
 
 # Major changes break plugins; minor ones only add. A plugin written for 1.x runs on
 # any host 1.y with y >= x.
-API_VERSION = (1, 0)
+API_VERSION = (1, 1)  # 1.1: queries, requires/provides, ctx.activations_by_layer
 API_VERSION_TEXT = f"{API_VERSION[0]}.{API_VERSION[1]}"
 
 _ID = re.compile(r"^[a-z][a-z0-9\-]*$")
@@ -74,7 +75,34 @@ class Analysis:
     cache_hooks: Callable[..., list[str]] | str | None = None  # hooks it reads, for store reuse
 
     def run_function(self) -> Callable[..., Any]:
-        return import_ref(self.run)
+        return cast(Callable[..., Any], import_ref(self.run))
+
+    def resolve(self, given: dict[str, Any] | None = None, texts: dict[str, str] | None = None) -> dict[str, Any]:
+        return resolve_params(self.params, given, texts)
+
+
+@dataclass
+class Query:
+    """A follow-up on a plugin's result: another head, layer or prompt of what it showed.
+
+    run(ctx, result, **params) yields Progress and returns a Result (usually the given
+    result's type, with the asked-for part filled in). It runs through the same runner as
+    the analysis (`run_query`): parameters validated, the result's model checked once,
+    provenance merged, progress and cancel as for any job. Panels call queries and draw
+    what they return; reports and `workbench run --query` use them too.
+    """
+
+    name: str
+    run: Callable[..., Any] | str
+    params: list[Param] = field(default_factory=list)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _ID.match(self.name):
+            raise PluginError(f"Query name {self.name!r} is not valid.", "use lower-case letters, digits and dashes, starting with a letter")
+
+    def run_function(self) -> Callable[..., Any]:
+        return cast(Callable[..., Any], import_ref(self.run))
 
     def resolve(self, given: dict[str, Any] | None = None, texts: dict[str, str] | None = None) -> dict[str, Any]:
         return resolve_params(self.params, given, texts)
@@ -93,12 +121,36 @@ class Plugin:
     result_types: list[Any] = field(default_factory=list)  # Result subclasses or "module:Class"
     panel: Any = None  # a QWidget subclass of workbench.gui.panels.AnalysisPanel, or "module:Class"
     report_help: str = ""  # one sentence on how to read this plugin's results
+    # API 1.1 --------------------------------------------------------------------------
+    queries: list[Query] = field(default_factory=list)  # follow-ups on its results (drill-downs)
+    provides: dict[str, Any] = field(default_factory=dict)  # public functions for other plugins: name -> "module:attr"
+    requires: list[str] = field(default_factory=list)  # ids of plugins whose `provides` this one uses
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not _ID.match(self.id):
             raise PluginError(f"Plugin id {self.id!r} is not valid.", "use lower-case letters, digits and dashes, starting with a letter")
         if not self.name:
             raise PluginError(f"Plugin {self.id!r} has no name.", "give it a human-readable name")
+        names = [q.name for q in self.queries]
+        if len(set(names)) != len(names):
+            raise PluginError(f"Plugin {self.id!r} declares a query name twice ({', '.join(sorted(n for n in set(names) if names.count(n) > 1))}).", "give every query its own name")
+        if self.id in self.requires:
+            raise PluginError(f"Plugin {self.id!r} requires itself.", "list other plugins' ids in requires")
+
+    def query(self, name: str) -> Query:
+        """The query called name, or PluginError naming the ones there are."""
+        for query in self.queries:
+            if query.name == name:
+                return query
+        known = ", ".join(q.name for q in self.queries) or "none"
+        raise PluginError(f"{self.name} has no query {name!r}.", f"its queries: {known}")
+
+    def provided(self, name: str) -> Callable[..., Any]:
+        """One of this plugin's public functions (imported on first use)."""
+        if name not in self.provides:
+            known = ", ".join(sorted(self.provides)) or "none"
+            raise PluginError(f"Plugin {self.id!r} provides no {name!r}.", f"it provides: {known}")
+        return cast(Callable[..., Any], import_ref(self.provides[name]))
 
     def result_classes(self) -> list[type]:
         return [import_ref(ref) for ref in self.result_types]

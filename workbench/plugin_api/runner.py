@@ -1,20 +1,27 @@
-"""Running a plugin's analysis: the one path used by the CLI, the GUI and reports.
+"""Running a plugin's analysis and its queries: the one path used by the CLI, the GUI and reports.
 
 Parameters are validated before any work starts; the plugin's generator is driven
 with its progress passed through; whatever it raises that is not a user error
 becomes a PluginError naming the plugin, with the traceback kept for details.
+A query (a drill-down on a result) runs the same way, after one check that the
+loaded model is the one the result came from; its result carries the original
+provenance with the query's parameters merged in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
+from collections.abc import Callable
+from typing import Any
 
-from ..errors import WorkbenchError
+from ..errors import InputError, WorkbenchError
+from ..models import LoadedModel
 from ..progress import Job, Progress
 from ..results.base import Result, ResultMeta
 from .context import AnalysisContext
-from .plugin import Plugin, PluginError
+from .plugin import Plugin, PluginError, Query
 
 
 class PluginRunError(PluginError):
@@ -26,13 +33,13 @@ class PluginRunError(PluginError):
         self.details = details
 
 
-def _versions() -> dict:
+def _versions() -> dict[str, str]:
     from ..capture import package_version
 
     return {name: package_version(name) for name in ("interpretability-workbench", "transformer-lens", "torch", "transformers", "h5py")}
 
 
-def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict | None = None, texts: dict | None = None) -> Job[Result]:
+def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None = None, texts: dict[str, str] | None = None) -> Job[Result]:
     """Generator: validates parameters, runs the analysis yielding Progress, returns its Result."""
     if plugin.analysis is None:
         raise PluginError(f"Plugin {plugin.id!r} has no analysis to run.", "choose a plugin with an analysis ('workbench plugins')")
@@ -46,19 +53,7 @@ def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict | None = Non
     started = time.perf_counter()
     # The model the analysis was asked about: an edit (ROME) changes the fingerprint as it runs.
     fingerprint = ctx.model.fingerprint
-    try:
-        function = analysis.run_function()
-        job = function(ctx, **values)
-        if not hasattr(job, "send"):  # a plain function: treat its return value as the result
-            result = job
-        else:
-            result = yield from job
-    except (WorkbenchError, GeneratorExit, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        raise PluginRunError(plugin.id, exc, traceback.format_exc()) from exc
-    if not isinstance(result, Result):
-        raise PluginRunError(plugin.id, TypeError(f"returned {type(result).__name__}, not a Result"), "")
+    result = yield from _drive(plugin, analysis.run_function, (ctx,), values)
     model = ctx.model
     result.meta = ResultMeta(
         plugin_id=plugin.id,
@@ -78,10 +73,72 @@ def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict | None = Non
     return result
 
 
-def summary_json(result: Result) -> dict:
+def _drive(plugin: Plugin, function_of: Callable[[], Callable[..., Any]], args: tuple[Any, ...], values: dict[str, Any]) -> Job[Result]:
+    """Call a plugin's run function (a generator or a plain function) and check it returns a Result."""
+    try:
+        function = function_of()
+        job = function(*args, **values)
+        if not hasattr(job, "send"):  # a plain function: treat its return value as the result
+            result = job
+        else:
+            result = yield from job
+    except (WorkbenchError, GeneratorExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise PluginRunError(plugin.id, exc, traceback.format_exc()) from exc
+    if not isinstance(result, Result):
+        raise PluginRunError(plugin.id, TypeError(f"returned {type(result).__name__}, not a Result"), "")
+    return result
+
+
+def check_same_model(result: Result, model: LoadedModel | None) -> None:
+    """InputError unless `model` is the model `result` was computed on (by fingerprint).
+
+    The one check every drill-down goes through: a head of another model's weights,
+    drawn under this result's title, would be a wrong figure."""
+    meta = result.meta
+    if model is None:
+        name = (meta.model_name or meta.model_spec) if meta is not None else "the model it came from"
+        raise InputError("No model is loaded.", f"load {name} to look further into this result")
+    if meta is not None and meta.model_fingerprint and meta.model_fingerprint != model.fingerprint:
+        raise InputError(
+            f"This result is from {meta.model_name or meta.model_spec} (fingerprint {meta.model_fingerprint[:12]}); "
+            f"the loaded model is {model.name} (fingerprint {model.fingerprint[:12]}).",
+            "load the result's model, or Run again to recompute on this one",
+        )
+
+
+def run_query(plugin: Plugin, name: str, ctx: AnalysisContext, result: Result, params: dict[str, Any] | None = None, texts: dict[str, str] | None = None) -> Job[Result]:
+    """Generator: a plugin's query on one of its results, through the same checks as an analysis.
+
+    Parameters are validated and the model checked before any work; progress and cancel
+    work as for any job; the returned result's provenance is the original's, with the
+    query's name, parameters, time and store reuse."""
+    query: Query = plugin.query(name)
+    values = query.resolve(params, texts)
+    check_same_model(result, ctx.model)
+    started = time.perf_counter()
+    answer = yield from _drive(plugin, query.run_function, (ctx, result), values)
+    base = result.meta or ResultMeta(plugin_id=plugin.id, plugin_version=plugin.version)
+    # The query's own account of its parameters when it gives one (it knows which of its
+    # values mean "as the result"), else the result's parameters with the query's on top.
+    own = answer.meta.params if answer.meta is not None and answer.meta is not base else None
+    merged = dict(own) if own is not None else {**base.params, **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}
+    answer.meta = dataclasses.replace(
+        base,
+        params=merged,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        seconds=round(time.perf_counter() - started, 3),
+        reused_activations=ctx.reused_activations,
+        query=name,
+    )
+    return answer
+
+
+def summary_json(result: Result) -> dict[str, Any]:
     """The JSON written by `workbench run --json`: provenance, then the result's own numbers."""
     meta = result.meta or ResultMeta(plugin_id="")
-    out = {
+    out: dict[str, Any] = {
         "plugin": meta.plugin_id,
         "model": meta.model_spec,
         "model_name": meta.model_name,
@@ -91,5 +148,7 @@ def summary_json(result: Result) -> dict:
         "seconds_total": meta.seconds,
         "reused_activations": meta.reused_activations,
     }
+    if meta.query:
+        out["query"] = meta.query
     out.update(result.to_json_dict())
     return out

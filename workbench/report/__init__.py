@@ -2,10 +2,11 @@
 
     from workbench.report import load_spec, build_report, write_report
     report = run_to_completion(build_report(load_spec("report.toml")))
-    write_report(report, "report.html", pdf_path="report.pdf")
+    write_report(report, "report.html")
+    write_pdf(report, "report.pdf")             # from workbench.gui.report_pdf (Qt)
 
-The core of this package is Qt-free; only the PDF renderer (workbench.gui.report_pdf)
-uses Qt, and it is imported when a PDF is asked for.
+This package is Qt-free (an import contract checks it); the PDF renderer lives in the
+GUI layer (workbench.gui.report_pdf), called by the CLI and the app when a PDF is asked for.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def default_data_path(html_path: str | Path) -> Path:
     return Path(html_path).with_suffix(".h5")
 
 
-def write_report(report: Report, html_path: str | Path, *, data_path: str | Path | None = None, pdf_path: str | Path | None = None, write_data: bool = True, spec_name: str = "report.toml") -> WrittenReport:
-    """Write the HTML, the data file (default: beside the HTML, same name, .h5) and the PDF when asked."""
+def write_report(report: Report, html_path: str | Path, *, data_path: str | Path | None = None, write_data: bool = True, spec_name: str = "report.toml") -> WrittenReport:
+    """Write the HTML and the data file (default: beside the HTML, same name, .h5)."""
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(render_html(report, spec_name=spec_name), encoding="utf-8")
@@ -40,13 +41,7 @@ def write_report(report: Report, html_path: str | Path, *, data_path: str | Path
     if write_data:
         data = Path(data_path) if data_path else default_data_path(html_path)
         write_report_data(data, report)
-    pdf, pages = None, 0
-    if pdf_path:
-        from ..gui.report_pdf import write_pdf  # Qt: loaded only now
-
-        pdf = Path(pdf_path)
-        pages = write_pdf(report, pdf, spec_name=spec_name)
-    return WrittenReport(html_path, data, pdf, pages)
+    return WrittenReport(html_path, data, None)
 
 
 __all__ = [

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WorkbenchError
-from ..plugin_api import AnalysisContext, PluginRegistry, PluginRunError, Plugin, discover_plugins, run_analysis
-from ..progress import Job, Progress
+from ..plugin_api import AnalysisContext, Plugin, PluginRegistry, PluginRunError, discover_plugins, run_analysis
+from ..progress import Job, Progress, sub_job
 from ..results.base import ReportSection, Result
 from .spec import AnalysisSpec, ModelChoice, ReportSpec, check_spec, spec_text
 
@@ -134,19 +134,6 @@ def report_from_results(results: list[tuple[str, Result]], title: str, registry:
     return report
 
 
-def _scaled(job, start: float, span: float, total: float, label: str):
-    """Pass an analysis's progress through as a slice [start, start+span] of the whole report."""
-    try:
-        while True:
-            try:
-                progress = next(job)
-            except StopIteration as stop:
-                return stop.value
-            yield Progress(start + span * progress.fraction, total, f"{label}: {progress.message}" if progress.message else label)
-    finally:
-        job.close()  # a cancel lands here: the analysis's own try/finally blocks run now, not at garbage collection
-
-
 def build_report(
     spec: ReportSpec,
     registry: PluginRegistry | None = None,
@@ -207,7 +194,7 @@ def build_report(
                 fill_store=True,
             )
             try:
-                result = yield from _scaled(run_analysis(plugin, ctx, params), 1 + index, 1.0, total, entry.title)
+                result = yield from sub_job(run_analysis(plugin, ctx, params), 1 + index, 1.0, total, entry.title)
             except PluginRunError as exc:
                 entry.error = AnalysisError(exc.message, exc.hint or "", exc.details)
                 continue

@@ -9,11 +9,11 @@ description comes from workbench.results.workspace_format, as the app's own does
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 
+from ..disk import replacing
 from ..errors import InputError
 from ..results.storage import write_result
 from ..results.workspace_format import describe_workspace, write_description
@@ -43,26 +43,22 @@ def write_report_data(path: str | Path, report: Report) -> dict[int, str]:
     if path.is_dir():
         raise InputError(f"{path} is a folder.", "give the data file a name ending in .h5")
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".writing")
-    partial.unlink(missing_ok=True)
     try:
-        handle = open_store_file(partial, "a")
-        try:
-            ids = {i: write_result(handle, e.result, title=e.title) for i, e in enumerate(report.entries) if e.result is not None}
-            text = h5py.string_dtype("utf-8")
-            write_description(handle, _workspace_description(report, ids))
-            group = handle.create_group(REPORT_GROUP)
-            group.attrs["title"] = report.title
-            group.attrs["created"] = report.created
-            group.create_dataset("spec", data=report.spec_text, dtype=text)
-            failures = [{"plugin": e.plugin_id, "title": e.title, "error": e.error.message} for e in report.entries if e.error is not None]
-            group.create_dataset("failed", data=json.dumps(failures), dtype=text)
-            handle.flush()
-        finally:
-            handle.close()
-        os.replace(partial, path)
+        with replacing(path, ".writing") as partial:
+            handle = open_store_file(partial, "a")
+            try:
+                ids = {i: write_result(handle, e.result, title=e.title) for i, e in enumerate(report.entries) if e.result is not None}
+                text = h5py.string_dtype("utf-8")
+                write_description(handle, _workspace_description(report, ids))
+                group = handle.create_group(REPORT_GROUP)
+                group.attrs["title"] = report.title
+                group.attrs["created"] = report.created
+                group.create_dataset("spec", data=report.spec_text, dtype=text)
+                failures = [{"plugin": e.plugin_id, "title": e.title, "error": e.error.message} for e in report.entries if e.error is not None]
+                group.create_dataset("failed", data=json.dumps(failures), dtype=text)
+                handle.flush()
+            finally:
+                handle.close()
     except OSError as exc:
         raise InputError(f"Could not write the report data to {path}: {exc.strerror or exc}.", "choose a writable folder") from exc
-    finally:
-        partial.unlink(missing_ok=True)
     return ids

@@ -6,7 +6,9 @@ measures and paints the blocks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -14,10 +16,10 @@ class Block:
     """Something placed whole on one page. keep_with_next: never the last thing on a page."""
 
     height: float
-    paint: object  # callable(painter, x, y)
+    paint: Callable[[Any, float, float], None]  # (painter, x, y); the painter is the renderer's (a QPainter)
     gap: float = 6.0  # space after it
     keep_with_next: bool = False
-    header: "Block | None" = None  # a table row's header, repeated when the table continues on a new page
+    header: Block | None = None  # a table row's header, repeated when the table continues on a new page
     min_scale: float = 1.0  # a figure may be drawn this much smaller to finish a page instead of leaving it half empty
     scale: float = 1.0  # what pagination chose
 

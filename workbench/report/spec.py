@@ -83,7 +83,7 @@ def load_spec(path: str | Path, allow_outside: bool = False) -> ReportSpec:
     return parse_spec(text, base_dir=path.parent, path=path, allow_outside=allow_outside)
 
 
-def _fail(where: str, message: str, hint: str) -> InputError:
+def _fail(where: str, message: str, hint: str | None) -> InputError:
     return InputError(f"{where}: {message}", hint)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import h5py
 import numpy as np
@@ -55,22 +55,23 @@ class ResultMeta:
 
     plugin_id: str
     plugin_version: str = ""
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     model_spec: str = ""
     model_name: str = ""
     model_fingerprint: str = ""
-    prompts: list = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
     prepend_bos: bool | None = None
     created: str = ""
     seconds: float = 0.0
     reused_activations: bool = False
-    versions: dict = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    query: str = ""  # set when a query (a drill-down) made this result from another one
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), default=_json_default)
 
     @classmethod
-    def from_json(cls, text: str) -> "ResultMeta":
+    def from_json(cls, text: str) -> ResultMeta:
         data = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -107,7 +108,7 @@ class Result:
                 group.create_dataset(f"json/{f.name}", data=data, dtype=STRING)
 
     @classmethod
-    def load(cls, group: h5py.Group) -> "Result":
+    def load(cls, group: h5py.Group) -> Result:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls.__name__} is not a dataclass; override save() and load()")
         values: dict[str, Any] = {}
@@ -123,9 +124,9 @@ class Result:
 
     # -- what people see ------------------------------------------------------------------------
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """Key numbers as JSON-able values (for --json and the report's table)."""
-        out = {}
+        out: dict[str, Any] = {}
         if dataclasses.is_dataclass(self):
             for f in dataclasses.fields(self):
                 value = getattr(self, f.name)
@@ -139,6 +140,6 @@ class Result:
         table = Table("Key numbers", ["quantity", "value"], [[k, v] for k, v in numbers.items()])
         return ReportSection(title=type(self).__name__, tables=[table] if numbers else [])
 
-    def to_json_dict(self) -> dict:
+    def to_json_dict(self) -> dict[str, Any]:
         """summary() made strictly JSON-safe (numpy scalars and tuples converted)."""
-        return json.loads(json.dumps(self.summary(), default=_json_default))
+        return cast(dict[str, Any], json.loads(json.dumps(self.summary(), default=_json_default)))

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import h5py
 
 from ..errors import StoreError
-from ..store.layout import STATUS_COMPLETE, STATUS_WRITING, link_problem, open_store_file
+from ..store.layout import RESULTS_GROUP, STATUS_COMPLETE, STATUS_WRITING, link_problem, open_store_file
 from ..store.lock import writing
 from ..store.reader import refuse_if_damaged
 from .base import Result, ResultMeta
-
-RESULTS_GROUP = "results"
 
 
 @dataclass
@@ -40,7 +38,8 @@ class StoredResultInfo:
         return self.status == STATUS_COMPLETE
 
 
-def _new_result_id(group: h5py.Group) -> str:
+def new_result_id(group: h5py.Group) -> str:
+    """The next free result id in a results group (result-0001, result-0002, ...)."""
     numbers = [int(k[7:]) for k in group.keys() if k.startswith("result-") and k[7:].isdigit()]
     return f"result-{(max(numbers) + 1) if numbers else 1:04d}"
 
@@ -50,7 +49,7 @@ def write_result(handle: h5py.File, result: Result, title: str = "") -> str:
     if not result.kind:
         raise StoreError(f"{type(result).__name__} has no kind.", "set kind = '<plugin id>/<name>' on the result class")
     results = handle.require_group(RESULTS_GROUP)
-    result_id = _new_result_id(results)
+    result_id = new_result_id(results)
     group = results.create_group(result_id)
     group.attrs["kind"] = result.kind
     group.attrs["status"] = STATUS_WRITING
@@ -98,7 +97,7 @@ def list_results(handle: h5py.File) -> list[StoredResultInfo]:
     return [_info(rid, handle[RESULTS_GROUP][rid]) for rid in sorted(handle[RESULTS_GROUP].keys())]
 
 
-def read_result(handle: h5py.File, result_id: str, result_class: Callable[[str], type | None]) -> Result:
+def read_result(handle: h5py.File, result_id: str, result_class: Callable[[str], type[Result] | None]) -> Result:
     """Load one complete result; result_class maps a kind to its class (from the plugin registry)."""
     if RESULTS_GROUP not in handle or result_id not in handle[RESULTS_GROUP]:
         raise StoreError(f"The file holds no result {result_id!r}.", "list its results with 'workbench inspect'")
@@ -123,7 +122,7 @@ def read_result(handle: h5py.File, result_id: str, result_class: Callable[[str],
     return result
 
 
-def load_results(path: str | Path, result_class: Callable[[str], type | None]) -> list[tuple[StoredResultInfo, Result]]:
+def load_results(path: str | Path, result_class: Callable[[str], type[Result] | None]) -> list[tuple[StoredResultInfo, Result]]:
     handle = open_store_file(Path(path), "r")
     try:
         return [(info, read_result(handle, info.id, result_class)) for info in list_results(handle) if info.complete]

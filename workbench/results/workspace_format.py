@@ -8,6 +8,7 @@ the report's data module both build it here, so the format has one definition.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import h5py
 
@@ -17,11 +18,11 @@ FORMAT = "interpretability-workbench/workspace"
 VERSION = 1
 
 
-def describe_workspace(*, model: dict, bos, prompts: list[str], layout: str, panels: list[dict]) -> dict:
+def describe_workspace(*, model: dict[str, Any], bos: str, prompts: list[str], layout: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
     """panels: {"plugin", "dock", "title", "state", "result"} each; layout: base64 dock state or ""."""
     return {"format": FORMAT, "version": VERSION, "model": model, "bos": bos, "prompts": list(prompts), "layout": layout, "panels": panels}
 
 
-def write_description(handle: h5py.File, description: dict) -> None:
+def write_description(handle: h5py.File, description: dict[str, Any]) -> None:
     group = handle.require_group(WORKSPACE_GROUP)
     group.create_dataset(DESCRIPTION, data=json.dumps(description, indent=1), dtype=h5py.string_dtype("utf-8"))

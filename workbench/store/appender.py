@@ -28,7 +28,7 @@ class ChunkAppender:
         self.start = 0  # where along the extent buffer[..., 0, ...] belongs
         self.filled = 0
 
-    def _index(self, begin: int, end: int) -> tuple:
+    def _index(self, begin: int, end: int) -> tuple[slice, ...]:
         return (*(slice(None),) * self.lead, slice(begin, end))
 
     def write(self, begin: int, block: np.ndarray) -> None:

@@ -9,15 +9,14 @@ at any moment leaves either the old file or the new one, both whole.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 
-from ..disk import disk_bytes
+from ..disk import disk_bytes, replacing
 from ..errors import StoreError
-from .layout import STATUS_COMPLETE, open_store_file
+from .layout import RESULTS_GROUP, STATUS_COMPLETE, open_store_file
 from .lock import writing
 from .reader import read_runs
 
@@ -36,12 +35,9 @@ class Compaction:
 def compact_store(path: str | Path, out: str | Path | None = None) -> Compaction:
     """Rewrite the store at path without its incomplete runs and results (into out when
     given, else in place). Holds the store's writer lock throughout."""
-    from ..results.storage import RESULTS_GROUP
-
     path = Path(path)
     target = Path(out) if out else path
-    partial = target.with_name(target.name + ".compacting")
-    with writing(path):
+    with writing(path), replacing(target, ".compacting") as partial:
         source = open_store_file(path, "r")
         try:
             report = Compaction(path=target, bytes_before=disk_bytes(path), bytes_after=0)
@@ -63,17 +59,9 @@ def compact_store(path: str | Path, out: str | Path | None = None) -> Compaction
                             report.kept_results += 1
                         else:
                             report.dropped_results += 1
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
         finally:
             source.close()
-        try:
-            _check_copy(partial, report)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        os.replace(partial, target)
+        _check_copy(partial, report)  # an error leaves the old file as it was
     report.bytes_after = disk_bytes(target)
     return report
 

@@ -14,6 +14,7 @@
                            Format 1 runs hold [n, *per-prompt shape], padded to the
                            longest prompt; they are still read.
         checksums/<hook>   [*leading, n] XXH3-64 of each prompt's slice (format 2)
+    /results/<result-id>   analysis results beside the runs (workbench.results.storage)
 
 A run's status is "writing" until all its data has been flushed, then
 "complete"; only complete runs are ever served. A run whose structure cannot
@@ -24,9 +25,10 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import hashlib
+import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -43,10 +45,13 @@ STATUS_COMPLETE = "complete"
 STATUS_INTERRUPTED = "interrupted"
 STATUS_DAMAGED = "damaged"  # never written: what the reader calls a run it cannot read
 
+# The group of analysis results; what is in it is workbench.results.storage's to say.
+RESULTS_GROUP = "results"
+
 STRING_DTYPE = h5py.string_dtype("utf-8")
 
 
-def token_key(tokens) -> str:
+def token_key(tokens: Sequence[int] | np.ndarray) -> str:
     return hashlib.blake2b(np.asarray(tokens, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
 
 
@@ -149,7 +154,7 @@ def link_problem(group: h5py.Group, depth: int = 1) -> str | None:
 def _refuse_links(handle: h5py.File, path: Path) -> None:
     """The file's top levels (runs and results are listed from them) hold no links; what
     lies inside a run is checked with the run, so one damaged run spoils only itself."""
-    for group in [handle] + [handle[name] for name in ("runs", "results") if name in handle and isinstance(handle.get(name, getlink=True), h5py.HardLink)]:
+    for group in [handle] + [handle[name] for name in ("runs", RESULTS_GROUP) if name in handle and isinstance(handle.get(name, getlink=True), h5py.HardLink)]:
         found = link_problem(group, depth=0)
         if found:
             raise StoreError(f"{path}: {found}; the workbench does not follow links in a store.", "it was not written by the workbench; do not use it")

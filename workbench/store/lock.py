@@ -15,8 +15,10 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..errors import StoreError
 
@@ -35,11 +37,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _holder(lock: Path) -> dict | None:
+def _holder(lock: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(lock.read_text(encoding="utf-8"))
+        holder = json.loads(lock.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return holder if isinstance(holder, dict) else None
 
 
 class StoreLock:
@@ -50,7 +53,7 @@ class StoreLock:
         self.lock = lock_path(self.path)
         self.held = False
 
-    def acquire(self, wait_seconds: float = 0.0) -> "StoreLock":
+    def acquire(self, wait_seconds: float = 0.0) -> StoreLock:
         deadline = time.monotonic() + wait_seconds
         while True:
             try:
@@ -106,7 +109,7 @@ class StoreLock:
 
 
 @contextmanager
-def writing(path: Path, wait_seconds: float = 0.0):
+def writing(path: Path, wait_seconds: float = 0.0) -> Iterator[StoreLock]:
     lock = StoreLock(path).acquire(wait_seconds)
     try:
         yield lock

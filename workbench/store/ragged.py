@@ -16,10 +16,11 @@ run's token offsets. A head of one prompt stays one contiguous read.
 
 from __future__ import annotations
 
-import xxhash
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
+import xxhash
 
 from .layout import LAYOUT_LOWER_TRIANGLE, tril_size
 
@@ -37,12 +38,13 @@ class RaggedShape:
     rule: str
 
     @classmethod
-    def of(cls, sample_shape: tuple[int, ...], stored_axes: tuple[int, ...], layout: str) -> "RaggedShape":
+    def of(cls, sample_shape: tuple[int, ...], stored_axes: tuple[int, ...], layout: str) -> RaggedShape:
         axes = sorted(stored_axes)
         if axes and axes != list(range(axes[0], axes[-1] + 1)):
             raise ValueError(f"position axes {axes} are not adjacent")
         first = axes[0] if axes else len(sample_shape)
         last = axes[-1] + 1 if axes else len(sample_shape)
+        rule: str | None
         if layout == LAYOUT_LOWER_TRIANGLE:
             rule = EXTENT_TRIANGLE
         else:
@@ -55,14 +57,14 @@ class RaggedShape:
         return {EXTENT_LENGTH: length, EXTENT_SQUARE: length * length, EXTENT_TRIANGLE: tril_size(length), EXTENT_ONE: 1}[self.rule]
 
     def extents(self, lengths: np.ndarray) -> np.ndarray:
-        lengths = np.asarray(lengths, dtype=np.int64)
+        counts: npt.NDArray[np.int64] = np.asarray(lengths, dtype=np.int64)
         if self.rule == EXTENT_LENGTH:
-            return lengths
+            return counts
         if self.rule == EXTENT_SQUARE:
-            return lengths * lengths
+            return counts * counts
         if self.rule == EXTENT_TRIANGLE:
-            return lengths * (lengths + 1) // 2
-        return np.ones_like(lengths)
+            return counts * (counts + 1) // 2
+        return np.ones_like(counts)
 
     def dataset_shape(self, total: int) -> tuple[int, ...]:
         return (*self.leading, total, *self.trailing)
@@ -104,7 +106,8 @@ CHECKSUM_KIND = "xxh3-64"
 
 def checksum(values: np.ndarray) -> int:
     """XXH3-64 of an array's bytes in C order, without copying when it is contiguous."""
-    return xxhash.xxh3_64_intdigest(values if values.flags.c_contiguous else np.ascontiguousarray(values))
+    contiguous = values if values.flags.c_contiguous else np.ascontiguousarray(values)
+    return xxhash.xxh3_64_intdigest(contiguous.data)  # .data: a memoryview of the same bytes (the stub wants a Buffer)
 
 
 def slot_starts(shape: RaggedShape, lengths: np.ndarray, slots: np.ndarray) -> np.ndarray:

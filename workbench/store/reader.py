@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -25,6 +27,9 @@ from .layout import (
 )
 from .ragged import CHECKSUM_KIND, EXTENT_RULES, STORAGE_RAGGED, RaggedShape, checksum, slot_starts
 
+# A selection within a prompt's per-prompt axes, e.g. (head,); None leaves an axis whole.
+Index = tuple[int | slice | None, ...]
+
 
 def _failure(exc: BaseException) -> str:
     """HDF5's message without its error-stack detail."""
@@ -32,7 +37,8 @@ def _failure(exc: BaseException) -> str:
     return text.split(" (")[0].strip() or type(exc).__name__
 
 
-def _attr(value):
+def _attr(value: object) -> Any:
+    """An HDF5 attribute as Python: text decoded, JSON text parsed, numpy scalars unwrapped."""
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str) and value[:1] in "[{":
@@ -51,11 +57,11 @@ class StoredRun:
     def __init__(self, group: h5py.Group):
         self._group = group
         self.id = group.name.rsplit("/", 1)[-1]
-        self._starts: dict[str, tuple] = {}
+        self._starts: dict[str, tuple[RaggedShape, np.ndarray]] = {}
         self._checked: dict[str, str | None] = {}
 
     @classmethod
-    def unreadable(cls, run_id: str, reason: str) -> "StoredRun":
+    def unreadable(cls, run_id: str, reason: str) -> StoredRun:
         """A run whose group itself cannot be opened: listed as damaged, never read."""
         run = cls.__new__(cls)
         run._group, run.id = None, run_id
@@ -63,7 +69,7 @@ class StoredRun:
         return run
 
     @property
-    def attrs(self) -> dict:
+    def attrs(self) -> dict[str, Any]:
         if self._group is None:
             return {}
         return {key: _attr(value) for key, value in self._group.attrs.items()}
@@ -153,7 +159,7 @@ class StoredRun:
 
     def tokens(self, prompt: int) -> np.ndarray:
         start, stop = self._span(prompt)
-        return self._group["tokens"][start:stop]
+        return np.asarray(self._group["tokens"][start:stop])
 
     def str_tokens(self, prompt: int) -> list[str]:
         start, stop = self._span(prompt)
@@ -175,7 +181,7 @@ class StoredRun:
             raise StoreError(f"Run {self.id} is damaged: {problem}.", "it was changed or damaged on disk; capture it again into another file")
         return self._group["acts"][name]
 
-    def read(self, hook: str, prompt: int, index: tuple = ()) -> np.ndarray:
+    def read(self, hook: str, prompt: int, index: Index = ()) -> np.ndarray:
         """Activations of one hook for one prompt, with padding cut away.
 
         index selects within the per-prompt axes before reading, e.g. (head,) for
@@ -196,14 +202,14 @@ class StoredRun:
             full = unpack_lower_triangle(packed, length)
             rest = list(index[dataset.ndim - 2 :]) + [None, None]
             return full[(Ellipsis, *[slice(None) if i is None else i for i in rest[:2]])]
-        selection = []
+        selection: list[int | slice] = []
         for axis in range(dataset.ndim - 1):
-            chosen = index[axis] if axis < len(index) else None
-            if chosen is None:
+            pick = index[axis] if axis < len(index) else None
+            if pick is None:
                 selection.append(slice(0, length) if axis in position_axes else slice(None))
             else:
-                selection.append(chosen)
-        return dataset[(prompt, *selection)]
+                selection.append(pick)
+        return np.asarray(dataset[(prompt, *selection)])
 
     def _ragged_layout(self, dataset: h5py.Dataset) -> tuple[RaggedShape, np.ndarray]:
         """The dataset's shape rule and where each prompt starts along its extent (cached)."""
@@ -216,12 +222,12 @@ class StoredRun:
     @functools.cached_property
     def slots(self) -> np.ndarray:
         """Where each prompt lies in a ragged run's write order (checked to be a permutation)."""
-        return self._group["slots"][:]
+        return np.asarray(self._group["slots"][:])
 
-    def _read_ragged(self, dataset: h5py.Dataset, prompt: int, length: int, index: tuple) -> np.ndarray:
+    def _read_ragged(self, dataset: h5py.Dataset, prompt: int, length: int, index: Index) -> np.ndarray:
         shape, starts = self._ragged_layout(dataset)
         n_lead = len(shape.leading)
-        chosen = [index[i] if i < len(index) and index[i] is not None else slice(None) for i in range(n_lead)]
+        chosen: list[int | slice] = [pick if i < len(index) and (pick := index[i]) is not None else slice(None) for i in range(n_lead)]
         slot = int(self.slots[prompt])
         span = slice(int(starts[slot]), int(starts[slot + 1]))
         block = dataset[(*chosen, span)]
@@ -233,7 +239,7 @@ class StoredRun:
         rest = [slice(None) if i is None else i for i in index[n_lead:]]
         return values[(*[slice(None)] * kept, *rest)] if rest else values
 
-    def _verify(self, dataset: h5py.Dataset, prompt: int, chosen: list, block: np.ndarray) -> None:
+    def _verify(self, dataset: h5py.Dataset, prompt: int, chosen: list[int | slice], block: np.ndarray) -> None:
         """Compare what was read with the checksums the writer kept: a flipped bit on disk is
         an error naming the run, hook and prompt, never a wrong heatmap."""
         checks = self._group["checksums"][dataset.name.rsplit("/", 1)[-1]]
@@ -252,13 +258,13 @@ class StoredRun:
         """Attention pattern [query, key] of one head."""
         return self.read(f"blocks.{layer}.attn.hook_pattern", prompt, (head,))
 
-    def find_prompt(self, tokens) -> int | None:
+    def find_prompt(self, tokens: Sequence[int] | np.ndarray) -> int | None:
         key = token_key(tokens).encode()
         keys = self._group["token_keys"][:]
         hits = np.nonzero(keys == key)[0]
         return int(hits[0]) if hits.size else None
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         attrs = self.attrs
         if self.full_damage is not None:
             return {"run": self.id, "status": STATUS_DAMAGED, "damage": self.full_damage, "model": attrs.get("model_spec"),
@@ -282,9 +288,10 @@ _INDEX_DATASETS = ("prompts", "tokens", "offsets", "str_tokens", "token_keys")
 def _stored_fully(dataset: h5py.Dataset) -> bool:
     """Whether the bytes the dataset declares are on disk (a crafted header can declare
     millions of rows in a few KB; reading them would allocate what was never stored)."""
+    stored, size = int(dataset.id.get_storage_size()), int(dataset.size)
     if dataset.dtype.kind == "O":  # variable-length strings: 16-byte references each
-        return dataset.id.get_storage_size() >= 16 * dataset.size
-    return dataset.id.get_storage_size() >= dataset.size * dataset.dtype.itemsize
+        return stored >= 16 * size
+    return stored >= size * int(dataset.dtype.itemsize)
 
 
 def _structure_problem(group: h5py.Group) -> str | None:
@@ -394,7 +401,7 @@ def _chunk_count(dataset: h5py.Dataset) -> int:
 
 def read_runs(handle: h5py.File) -> list[StoredRun]:
     """Every run in an open store file, damaged ones included (their status says so)."""
-    runs = []
+    runs: list[StoredRun] = []
     for name in sorted(handle["runs"].keys()):
         try:
             runs.append(StoredRun(handle["runs"][name]))
@@ -403,7 +410,7 @@ def read_runs(handle: h5py.File) -> list[StoredRun]:
     return runs
 
 
-def refuse_if_damaged(path) -> None:
+def refuse_if_damaged(path: str | Path) -> None:
     """Raise before a file that holds a damaged run is opened for writing.
 
     A damaged run's metadata points past the file's recorded end, which is where
@@ -437,14 +444,14 @@ class StoreHit:
 class ActivationStore:
     """A store file opened for reading. Use as a context manager."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._file = open_store_file(self.path, "r")
 
-    def __enter__(self) -> "ActivationStore":
+    def __enter__(self) -> ActivationStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
@@ -473,7 +480,7 @@ class ActivationStore:
             raise StoreError(f"Run {run_id} in {self.path} is damaged ({run.damage}).", "its writer was killed; use another run")
         return run
 
-    def find(self, fingerprint: str, tokens, hooks) -> StoreHit | None:
+    def find(self, fingerprint: str, tokens: Sequence[int] | np.ndarray, hooks: Iterable[str]) -> StoreHit | None:
         """A complete run of this model that holds these tokens and all these hooks, if any."""
         wanted = list(hooks)
         for run in reversed(self.runs()):

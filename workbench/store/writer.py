@@ -13,13 +13,16 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import h5py
 import numpy as np
 
 from ..errors import StoreError
+from .appender import ChunkAppender
 from .layout import (
     FORMAT_VERSION,
     LAYOUT_DENSE,
@@ -32,7 +35,6 @@ from .layout import (
     token_key,
 )
 from .lock import StoreLock
-from .appender import ChunkAppender
 from .ragged import CHECKSUM_KIND, STORAGE_RAGGED, RaggedShape, chunk_shape, slot_starts
 from .reader import refuse_if_damaged
 
@@ -58,7 +60,7 @@ class _Item:
         return (self.array.ndim - 2,) if self.layout == LAYOUT_LOWER_TRIANGLE else self.position_axes
 
 
-def attribute_value(value):
+def attribute_value(value: object) -> str | bool | int | float | np.generic:
     """A value HDF5 can hold as an attribute: containers as JSON, str subclasses as str."""
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value)
@@ -74,7 +76,7 @@ class RunWriter:
         self,
         path: Path,
         *,
-        metadata: dict,
+        metadata: dict[str, Any],
         prompts: list[str],
         token_lists: list[list[int]],
         str_token_lists: list[list[str]],
@@ -99,7 +101,7 @@ class RunWriter:
             raise StoreError("The write order is not an ordering of the prompts.", "this is a bug; please report it")
         self.slots = np.empty(self.n_prompts, dtype=np.int64)
         self.slots[order] = np.arange(self.n_prompts)
-        self._checks: dict[str, tuple] = {}
+        self._checks: dict[str, tuple[RaggedShape, np.ndarray, np.ndarray]] = {}
         # Ours, not HDF5's, file lock: it holds where HDF5_USE_FILE_LOCKING=FALSE (see lock.py).
         self._lock = StoreLock(self.path).acquire()
         try:
@@ -121,7 +123,7 @@ class RunWriter:
         self._written: dict[str, int] = {}
         self._appenders: dict[str, ChunkAppender] = {}
         self._chunk_row_bytes = CHUNK_TARGET_BYTES
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[_Item | Literal["flush"] | None] = queue.Queue()
         self._pending = 0
         # The first batch is held until all datasets exist (see _end_batch_on_disk);
         # the producer must not wait on the byte budget for it or it would wait forever.
@@ -138,7 +140,7 @@ class RunWriter:
         existing = [int(k[4:]) for k in self._file["runs"].keys() if k.startswith("run-") and k[4:].isdigit()]
         return f"run-{(max(existing) + 1) if existing else 1:04d}"
 
-    def _write_header(self, metadata, prompts, token_lists, str_token_lists) -> None:
+    def _write_header(self, metadata: dict[str, Any], prompts: list[str], token_lists: list[list[int]], str_token_lists: list[list[str]]) -> None:
         group = self._group
         attrs = group.attrs
         attrs["status"] = STATUS_WRITING
@@ -165,7 +167,16 @@ class RunWriter:
 
     # -- producer side (the thread running the model) --------------------------------------
 
-    def put(self, name, canonical, position_axes, prompt_indices, lengths, array: np.ndarray, layout: str = LAYOUT_DENSE) -> None:
+    def put(
+        self,
+        name: str,
+        canonical: str,
+        position_axes: Iterable[int],
+        prompt_indices: Iterable[int],
+        lengths: Iterable[int],
+        array: np.ndarray,
+        layout: str = LAYOUT_DENSE,
+    ) -> None:
         """Queue one hook's activations for a batch; blocks while the byte budget is spent."""
         self.raise_if_failed()
         nbytes = int(array.nbytes)
@@ -277,7 +288,7 @@ class RunWriter:
     def _write(self, item: _Item) -> None:
         self._dataset(item)
         shape, starts, checks = self._checks[item.name]
-        lead = (slice(None),) * len(shape.leading)
+        lead: tuple[slice | int, ...] = (slice(None),) * len(shape.leading)
         blocks = []
         for row, (prompt, length) in enumerate(zip(item.prompt_indices, item.lengths)):
             block = shape.flatten(item.array[row], length)
@@ -294,7 +305,7 @@ class RunWriter:
         self._queue.put(None)
         self._thread.join()
 
-    def finish(self, extra_attrs: dict | None = None) -> str:
+    def finish(self, extra_attrs: dict[str, Any] | None = None) -> str:
         """Wait for all writes, flush, and only then mark the run complete."""
         self._stop_thread()
         try:

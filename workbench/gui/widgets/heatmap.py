@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -24,14 +24,13 @@ from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from ...figures.colormaps import lookup_table
+from ...figures.tokens import visible_token
 
 LABEL_LIMIT = 12  # characters of a token label shown on an axis; the hover text has it in full
-_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥"})
 
 
 def _axis_label(text: str) -> str:
-    text = str(text).translate(_VISIBLE)
-    return text if len(text) <= LABEL_LIMIT else text[: LABEL_LIMIT - 1] + "…"
+    return visible_token(text, LABEL_LIMIT)
 
 
 @functools.lru_cache(maxsize=16)

@@ -25,9 +25,9 @@ from PySide6.QtWidgets import (
 )
 
 from ...errors import WorkbenchError
+from ...plugin_api.params import Bool, Choice, Float, Int, IntList, Param
 from .flow_layout import FlowLayout
 from .style import ERROR_COLOUR, label
-from ...plugin_api.params import Bool, Choice, Float, Int, IntList, Param
 
 _INT_LIMIT = 2**31 - 1
 _FLOAT_LIMIT = 1e12

@@ -114,7 +114,7 @@ class PredictionList(QWidget):
 
     def event(self, event) -> bool:
         if event.type() == QEvent.ToolTip:
-            for (text, token_id, p), (chip, bar, percent) in zip(self.predictions, self._row_rects()):
+            for (text, token_id, p), (chip, _bar, percent) in zip(self.predictions, self._row_rects()):
                 if chip.united(percent).contains(event.pos()):
                     QToolTip.showText(event.globalPos(), f"id {token_id}\ntext {text!r}\np = {p:.6f}", self)
                     return True

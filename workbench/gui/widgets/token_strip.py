@@ -12,21 +12,15 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QPoint, QRect, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
-from PySide6.QtWidgets import QLabel, QScrollArea, QSizePolicy, QToolTip, QVBoxLayout, QWidget, QFrame
+from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
-# Whitespace would be invisible on a chip, and it matters: " Paris" and "Paris" are different tokens.
-_VISIBLE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"})
+from ...figures.tokens import visible_token
 
 CHIP_STYLE = "QLabel { background: #eef2f8; border: 1px solid #b8c4d6; border-radius: 4px; padding: 1px 4px; font-family: 'DejaVu Sans Mono', monospace; }"
 MAX_HEIGHT = 170
 _PAD_X, _PAD_Y, _GAP = 5, 2, 4
 _FILL, _BORDER = QColor("#eef2f8"), QColor("#b8c4d6")
 _BOS_FILL, _BOS_BORDER, _BOS_INK = QColor("#e8e8e8"), QColor("#999999"), QColor("#555555")
-
-
-def visible_token(text: str) -> str:
-    """A token's text with whitespace made visible (empty tokens shown as ∅)."""
-    return text.translate(_VISIBLE) if text else "∅"
 
 
 @dataclass(frozen=True)

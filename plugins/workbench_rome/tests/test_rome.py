@@ -297,8 +297,7 @@ def test_plugin_edits_the_context_model_and_the_result_round_trips(lab, rome_plu
 
 
 def test_auto_layer_comes_from_the_causal_trace_and_is_shown(lab, rome_plugin, lab_corpus):
-    pytest.importorskip("workbench_causal_trace.tracing")
-    from workbench_causal_trace.tracing import causal_trace
+    causal_trace = discover_plugins().provided("causal-trace", "causal_trace")  # as rome gets it: requires, not an import
 
     result = run_rome(lab, rome_plugin, [], subject="t3", template=LAB_TEMPLATE, target_new="t9", layer=-1, corpus=lab_corpus, gen_tokens=0, **LAB_HP)
     try:

@@ -224,6 +224,7 @@ def test_result_round_trips_and_reports(tmp_path, registry, value_result):
     assert "Normalised" in section.figures[0].caption and "centred at 0" in section.figures[0].caption
 
 
+@pytest.mark.slow
 def test_cli_run_writes_the_summary(tmp_path):
     out = tmp_path / "patching.json"
     done = run_cli(

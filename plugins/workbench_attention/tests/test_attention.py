@@ -173,11 +173,21 @@ def test_fill_store_captures_once_then_reuses(plugin, lab_model, tmp_path):
 
 
 def test_streamed_forward_pass_equals_reading_everything(plugin, lab_model, monkeypatch):
-    from workbench_attention import analysis
+    from workbench.plugin_api import context
 
     whole, _ = analyse(plugin, lab_model, [LAB_PROMPT], layer=1, head=3)
-    monkeypatch.setattr(analysis, "IN_MEMORY_BUDGET_BYTES", 0)  # forces the layer-by-layer path
+    monkeypatch.setattr(context, "IN_MEMORY_BUDGET_BYTES", 0)  # forces the hook-by-hook pass
+    handed = []
+    real_stream = context.stream_activations
+
+    def spy(bridge, ids, hooks):
+        for name, array in real_stream(bridge, ids, hooks):
+            handed.append(name)
+            yield name, array
+
+    monkeypatch.setattr(context, "stream_activations", spy)
     streamed, _ = analyse(plugin, lab_model, [LAB_PROMPT], layer=1, head=3)
+    assert handed == [f"blocks.{layer}.attn.hook_pattern" for layer in range(lab_model.n_layers)]
     np.testing.assert_allclose(streamed.pattern, whole.pattern, atol=1e-6)
     np.testing.assert_allclose(streamed.thumbnails, whole.thumbnails, atol=1e-6)
     np.testing.assert_allclose(streamed.entropy_bits, whole.entropy_bits, atol=1e-5)
@@ -305,7 +315,8 @@ def test_large_prompt_report_stays_small(plugin, lab_model):
 
 
 def test_block_average_and_display_downsampling():
-    from workbench_attention.patterns import block_average, downsample_for_display
+    from workbench.figures.raster import downsample_for_display
+    from workbench_attention.patterns import block_average
 
     rng = np.random.default_rng(0)
     data = rng.random((7, 7)).astype(np.float32)
@@ -321,6 +332,7 @@ def test_block_average_and_display_downsampling():
     np.testing.assert_array_equal(same, data)
 
 
+@pytest.mark.slow
 def test_cli_run_writes_the_summary(tmp_path):
     from tests.conftest import run_cli
 

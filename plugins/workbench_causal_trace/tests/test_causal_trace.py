@@ -18,10 +18,10 @@ from workbench.errors import InputError
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
 from workbench.progress import run_to_completion
 from workbench.results import load_results, save_result
+from workbench_causal_trace import tracing
 from workbench_causal_trace.noise import subject_noise
 from workbench_causal_trace.reference import trace_reference, traced_run
 from workbench_causal_trace.request import build_request
-from workbench_causal_trace import tracing
 from workbench_causal_trace.scoring import KINDS, RESTORED_HOOK, restored_layers
 from workbench_causal_trace.tracing import causal_trace, trace_with_noise
 
@@ -187,5 +187,5 @@ def test_smollm2_window_cells_match_the_reference(smollm2):
         for kind in ("mlp", "attn"):
             for position, layer in [(end - 1, 0), (end - 1, 8), (last, 20), (last, 29)]:
                 restored = restored_layers(kind, layer, smollm2.n_layers, 10)
-                _, expected = traced_run(smollm2, request, noise, [(RESTORED_HOOK[kind].format(l), position) for l in restored])
+                _, expected = traced_run(smollm2, request, noise, [(RESTORED_HOOK[kind].format(r), position) for r in restored])
                 assert traced.scores[kind][position, layer] == pytest.approx(expected, abs=1e-4), (kind, position, layer)

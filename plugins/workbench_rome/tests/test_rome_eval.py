@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import REPO
 from workbench.errors import InputError
 from workbench.models import load_model
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
 from workbench.progress import run_to_completion
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "counterfact_smollm2.json"
+DATA = REPO / "examples" / "counterfact_smollm2.json"
 LAB_HP = dict(v_steps=25, v_weight_decay=0.01, clamp_norm_factor=40.0, short_prefixes=2, long_prefixes=2)
 CASE_KEYS = {"case_id", "ES", "PS", "NS", "EM", "PM", "NM", "seconds"}
 SUMMARY_KEYS = {"ES", "PS", "NS", "S", "EM", "PM", "NM", "seconds_per_edit"}

@@ -226,6 +226,7 @@ def test_batches_split_for_memory_give_the_same_result(plugin, lab_model, monkey
     assert split.example_heads == whole.example_heads
 
 
+@pytest.mark.slow
 def test_cli_writes_the_json(tmp_path):
     out = tmp_path / "out.json"
     done = run_cli("run", "induction", "--model", "lab:induction", "--param", "top_n=1", "--json", str(out), "--quiet")

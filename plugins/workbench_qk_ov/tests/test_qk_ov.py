@@ -290,6 +290,7 @@ def test_token_sets_and_errors(plugin, lab_model):
         run(token_set="prompt")
 
 
+@pytest.mark.slow
 def test_cli_run_writes_the_json(tmp_path):
     out = tmp_path / "qkov.json"
     done = run_cli("run", "qk-ov", "--model", "lab:induction", "--param", "head=1.1", "--param", "tokens=t1,t2,t3", "--json", str(out), "--quiet")

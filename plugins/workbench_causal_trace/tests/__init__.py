@@ -1,0 +1,1 @@
+"""Tests of the causal_trace plugin, next to it (run by `make test` with the rest)."""

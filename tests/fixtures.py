@@ -1,0 +1,33 @@
+"""Fixtures shared by tests/ and the built-in plugins' tests (plugins/*/tests): real models
+only (the lab model shipped in assets/, the embedded SmolLM2). Registered for the whole
+repository by the root conftest.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def lab_model():
+    from workbench.models import load_model
+
+    return load_model("lab:induction")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from workbench.models import load_model
+
+    return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    from tests.support.make_gguf import write_tiny_llama_gguf
+
+    path = tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf"
+    return write_tiny_llama_gguf(path)
