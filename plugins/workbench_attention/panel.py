@@ -276,6 +276,13 @@ class AttentionPanel(AnalysisPanel):
 
     # -- exports and state ---------------------------------------------------------------------------
 
+    def figure_name(self) -> str:
+        result = self.result
+        if result is None:
+            return "attention"
+        label = f"L{result.layer}-mean" if result.average == "layer" else f"L{result.layer}H{result.head}"
+        return f"attention-{label}" + ("-prompt-mean" if result.average == "prompts" else "")
+
     def figure_svg(self) -> str | None:
         """The selected pattern (and the compare prompt's) as drawn now, as report-quality SVG."""
         result = self.result

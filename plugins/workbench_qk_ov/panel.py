@@ -290,6 +290,11 @@ class QKOVPanel(AnalysisPanel):
 
     # -- exports and workspaces -----------------------------------------------------------------------
 
+    def figure_name(self) -> str:
+        result = self.result
+        tab = self.tabs.tabText(self.tabs.currentIndex()) if self.tabs.count() else ""
+        return f"qk-ov-{result.head_name}-{tab}" if result is not None else "qk-ov"
+
     def figure_widget(self) -> QWidget:
         return self.tabs.currentWidget()
 

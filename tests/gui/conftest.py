@@ -105,7 +105,7 @@ plugin = Plugin(
     result_types=[StepsResult],
 )
 ''',
-    # Raises while running: must be reported and disabled, the app carrying on.
+    # Raises while running: must be reported, the plugin and the app carrying on.
     "wbtest_run_error": '''
 from workbench.plugin_api import Analysis, Plugin, Progress
 
@@ -116,6 +116,24 @@ def run(ctx):
 
 
 plugin = Plugin(id="run-error-test", name="Run error test", analysis=Analysis(run=run, needs_prompt=False))
+''',
+    # Runs the model for minutes without a progress report between its passes: only the
+    # interrupt between two blocks can stop it (closing the window must not wait for it).
+    "wbtest_busy": '''
+import torch
+
+from workbench.plugin_api import Analysis, Plugin, Progress
+
+
+def run(ctx):
+    ids = torch.tensor([ctx.tokens(0)])
+    yield Progress(0, 1, "computing for a long time without yielding")
+    for _ in range(1_000_000):
+        ctx.model.bridge(ids, return_type=None)
+    return None
+
+
+plugin = Plugin(id="busy-test", name="Busy test", analysis=Analysis(run=run))
 ''',
     # A custom panel with an interactive HeatmapView (figure export paints it as SVG).
     "wbtest_heatmap_panel": '''

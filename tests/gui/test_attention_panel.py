@@ -103,3 +103,21 @@ def test_click_a_head_in_the_grid_shows_its_stored_pattern(qtbot, window, tmp_pa
     assert len(colours) > 5
     panel.export_figure(tmp_path / "attention.png")
     assert (tmp_path / "attention.png").stat().st_size > 1000
+
+
+def test_figure_exports_are_named_after_what_is_shown_and_leave_the_hover_text_out(qtbot, window, tmp_path):
+    window.set_prompt(PROMPT)
+    panel = window.open_panel("attention")
+    with qtbot.waitSignal(panel.result_changed, timeout=120_000):
+        panel.run()
+    with qtbot.waitSignal(panel.result_changed, timeout=60_000):
+        panel.select_head(1, 1)
+    assert panel.figure_name() == "attention-L1H1"
+    panel.main_view.readout.setText("3 't4' → 1 't2': weight 0.5")  # as after a hover
+    before = tmp_path / "hover.png"
+    panel.export_figure(before)
+    assert panel.main_view.readout.text().startswith("3 't4'")  # put back after the capture
+    panel.main_view.readout.setText(" ")
+    plain = tmp_path / "plain.png"
+    panel.export_figure(plain)
+    assert before.read_bytes() == plain.read_bytes()  # the hover text was not captured

@@ -119,3 +119,34 @@ def test_settings_persist_recent_models_and_workspaces(qtbot, make_window, tmp_p
     assert settings.geometry() is not None
     again = make_window(remember=True)
     assert again.model_picker.current_spec() == LAB_MODEL
+
+
+def test_a_reopened_workspace_shows_the_same_head_scale_and_tab(qtbot, lab_window, make_window, tmp_path):
+    """Issue 18: reopening restored every result but not the view (attention came back at
+    L0H0 instead of the head shown; scale, masking and tabs were lost too)."""
+    window = lab_window
+    attention = window.open_panel("attention")
+    with qtbot.waitSignal(attention.result_changed, timeout=60_000):
+        attention.run()
+    with qtbot.waitSignal(attention.result_changed, timeout=60_000):
+        attention.select_head(1, 2)  # the `pattern` query
+    attention.set_parameters({"scale": "log", "mask_first_token": True})
+    attention._form_changed()
+    qk_ov = window.open_panel("qk-ov")
+    with qtbot.waitSignal(qk_ov.result_changed, timeout=60_000):
+        qk_ov.run()
+    qk_ov.tabs.setCurrentIndex(2)
+    path = _saved_workspace(qtbot, window, tmp_path / "view.wbproj.h5")
+
+    reopened = make_window()
+    with qtbot.waitSignal(reopened.workspace_opened, timeout=30_000):
+        reopened.open_workspace(path)
+    again = reopened.panel_for("attention")
+    assert (again.result.layer, again.result.head) == (1, 2)
+    assert again.parameters()["scale"] == "log" and again.parameters()["mask_first_token"] is True
+    assert again.grid.selected == (1, 2) and "L1H2" in again.head_info.text()
+    shown = again.main_view.matrix
+    assert np.isnan(shown[:, 0]).all()  # masked first column, as left
+    expected = np.log10(again.result.pattern[-1, 1])
+    np.testing.assert_allclose(shown[-1, 1], expected, atol=1e-6)  # log scale, as left
+    assert reopened.panel_for("qk-ov").tabs.currentIndex() == 2

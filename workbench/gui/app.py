@@ -140,6 +140,9 @@ def _run(app, args, screenshot) -> int:
     from .main_window import MainWindow
 
     window = MainWindow(remember=not screenshot)
+    # Quitting cancels jobs and waits at most this long: a job still running then is left
+    # behind by ending the process, never by a process computing on without a window.
+    window.quit_wait_s, window.exit_if_stuck = 4.0, True
     try:
         script = None
         model = getattr(args, "gui_model", None)

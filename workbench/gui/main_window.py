@@ -7,15 +7,18 @@ is where errors from any job or plugin become notifications.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -29,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import WorkbenchError
+from ..hooks.interrupt import install as install_interrupt
 from ..models import LoadedModel
 from ..plugin_api import PluginRegistry, PluginRunError, discover_plugins
 from ..progress import Progress
@@ -57,6 +61,7 @@ def _load_model_job(spec: str, device: str, dtype: str):
     # One blocking call: the task shows a busy bar, and a cancel takes effect when it returns.
     yield Progress(0, 0, f"loading {spec} on {device} ({dtype})")
     model = load_model(spec, device=device, dtype=dtype)
+    install_interrupt(model.bridge)  # in the app, Cancel stops a forward pass between two blocks
     yield Progress(1, 1, f"loaded in {model.load_seconds:.1f} s")
     return model
 
@@ -106,7 +111,9 @@ class MainWindow(WorkspaceActions, QMainWindow):
     workspace_opened = Signal(object)  # Workspace
     workspace_saved = Signal(object)  # Path
 
-    def __init__(self, registry: PluginRegistry | None = None, settings: AppSettings | None = None, remember: bool = True):
+    def __init__(
+        self, registry: PluginRegistry | None = None, settings: AppSettings | None = None, remember: bool = True, confirm_quit: bool | None = None
+    ):
         super().__init__()
         self.setWindowTitle(APP_TITLE)
         self.registry = registry if registry is not None else discover_plugins()
@@ -119,6 +126,15 @@ class MainWindow(WorkspaceActions, QMainWindow):
         self._inspection_id = 0
         self._dock_counter = 0
         self._shut_down = False
+        # Quitting with results not in a workspace or an applied edit asks first (sessions a
+        # person drives: by default those that remember settings).
+        self.confirm_quit = remember if confirm_quit is None else confirm_quit
+        self._saved_results: list = []  # the results the last saved or opened workspace holds
+        # How long quitting waits for jobs to stop (they are cancelled, forward passes between
+        # two blocks); None: until they end. The app sets it, and exit_if_stuck: a job that still
+        # runs then is left behind by ending the process, never by a window-less process.
+        self.quit_wait_s: float | None = None
+        self.exit_if_stuck = False
         self.panel_docks: list[PanelDock] = []
         self.orphan_panels: list[PanelRecord] = []  # from a workspace, whose plugin is missing
         self.workspace_path: Path | None = None
@@ -133,6 +149,12 @@ class MainWindow(WorkspaceActions, QMainWindow):
         self.inspector.tokens_ready.connect(self._tokens_ready)
         self.inspector.predictions_ready.connect(self._predictions_ready)
         self.inspector.failed.connect(self._inspection_failed)
+        self.inspector.predicting.connect(self._predicting)
+        # While predictions are computed, the note under the prompt counts the seconds.
+        self._predicting_since: tuple[int, int, bool, float] | None = None
+        self._predicting_clock = QTimer(self)
+        self._predicting_clock.setInterval(1000)
+        self._predicting_clock.timeout.connect(self._show_predicting)
 
         self._build_model_bar()
         self._build_central()
@@ -277,8 +299,11 @@ class MainWindow(WorkspaceActions, QMainWindow):
         return self.tasks.start(title, job_factory, on_result, lock=self.model_lock if uses_model else None, visible=visible)
 
     def notify_error(self, title: str, exc: BaseException, details: str = "") -> None:
-        if isinstance(exc, PluginRunError):
-            self.disable_plugin(exc.plugin_id, str(exc), exc.details)
+        """Report an error. A plugin that raised while running stays in service: a failed run
+        is a failed run (its traceback is under Details); only plugins that fail to import or
+        declare themselves are disabled, by discovery."""
+        if isinstance(exc, PluginRunError) and not details:
+            details = exc.details
         self.notifications.error(title, exc, details)
 
     # -- the model ---------------------------------------------------------------------------------------------
@@ -361,8 +386,31 @@ class MainWindow(WorkspaceActions, QMainWindow):
         if tokens.request_id == self.inspector.latest_id:
             self.token_strip.set_tokens(tokens.ids, tokens.texts, tokens.bos_used)
 
+    def _predicting(self, request_id: int, n_tokens: int, waiting: bool) -> None:
+        if request_id != self.inspector.latest_id:
+            return
+        self._predicting_since = (request_id, n_tokens, waiting, time.monotonic())
+        self._show_predicting()
+        self._predicting_clock.start()
+
+    def _show_predicting(self) -> None:
+        since = self._predicting_since
+        if since is None or since[0] != self.inspector.latest_id:
+            self._predicting_clock.stop()
+            return
+        _, n_tokens, waiting, started = since
+        seconds = int(time.monotonic() - started)
+        elapsed = f" ({seconds} s)" if seconds >= 1 else ""
+        what = "Waiting for the model (a job is using it) to predict" if waiting else "Predicting"
+        self.predictions.set_busy(f"{what} the next token after {n_tokens:,} tokens…{elapsed}")
+
+    def _stop_predicting(self) -> None:
+        self._predicting_since = None
+        self._predicting_clock.stop()
+
     def _predictions_ready(self, predictions: PromptPredictions) -> None:
         if predictions.request_id == self.inspector.latest_id:
+            self._stop_predicting()
             self.predictions.set_predictions(predictions.top)
             self.predictions.set_stale(False)
             self.predictions_shown.emit()
@@ -370,6 +418,7 @@ class MainWindow(WorkspaceActions, QMainWindow):
     def _inspection_failed(self, request_id: int, exc: BaseException) -> None:
         if request_id != self.inspector.latest_id:
             return
+        self._stop_predicting()
         if isinstance(exc, WorkbenchError):
             self.token_strip.show_message(str(exc), error=True)
             self.predictions.show_message("")
@@ -439,7 +488,7 @@ class MainWindow(WorkspaceActions, QMainWindow):
             self.tabifyDockWidget(docks[0], dock)
 
     def disable_plugin(self, plugin_id: str, error: str, details: str = "") -> None:
-        """A plugin misbehaved: take it out of service for the session; the app keeps working."""
+        """Take a plugin out of service for the session (its panel says why); the app keeps working."""
         self.registry.disable(plugin_id, error, details)
         for dock in self.panel_docks:
             if dock.plugin_id == plugin_id:
@@ -488,23 +537,62 @@ class MainWindow(WorkspaceActions, QMainWindow):
 
     # -- quitting -------------------------------------------------------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """Stop every job, wait for the worker threads and remove the session folder. Idempotent."""
+    def unsaved_work(self) -> list[str]:
+        """What quitting now would lose, one line each (empty: nothing)."""
+        lost = []
+        unsaved = [d.windowTitle() for d in self.panel_docks if d.panel.result is not None and not any(d.panel.result is r for r in self._saved_results)]
+        if unsaved:
+            lost.append(f"{len(unsaved)} result(s) not saved in a workspace: {', '.join(unsaved)}")
+        if self._model is not None:
+            from ..editing import EditStack
+
+            stack = EditStack.existing(self._model)
+            if stack is not None and stack.applied:
+                lost.append(f"{len(stack.applied)} applied ROME edit(s): the edited weights exist only in memory")
+        return lost
+
+    def _confirm_quit(self, lost: list[str]) -> bool:
+        """Ask before losing work; True: quit. Save offers the workspace dialog (then quit again)."""
+        box = QMessageBox(QMessageBox.Warning, "Quit?", "Quitting now loses:\n\n• " + "\n• ".join(lost), parent=self)
+        save = box.addButton("Save workspace…", QMessageBox.AcceptRole)
+        quit_button = box.addButton("Quit without saving", QMessageBox.DestructiveRole)
+        box.addButton(QMessageBox.Cancel)
+        box.exec()
+        if box.clickedButton() is save:
+            self._save_workspace_dialog()
+            return False
+        return box.clickedButton() is quit_button
+
+    def shutdown(self) -> bool:
+        """Stop every job, wait for the worker threads (up to quit_wait_s) and remove the session
+        folder. Idempotent. True when every thread ended."""
         if self._shut_down:
-            return
+            return True
         self._shut_down = True
         if self.remember:
             self.settings.save_geometry(self.saveGeometry())
             self.settings.sync()
-        self.tasks.shutdown()
-        self.inspector.stop()
+        wait_ms = None if self.quit_wait_s is None else int(1000 * self.quit_wait_s)
+        started = time.monotonic()
+        ended = self.tasks.shutdown(wait_ms)
+        left = None if self.quit_wait_s is None else max(0.1, self.quit_wait_s - (time.monotonic() - started))
+        self.inspector.stop(10.0 if left is None else left)
         self.notifications.uninstall_exception_hooks()
         shutil.rmtree(self.session_dir, ignore_errors=True)
+        return ended and not self.inspector.running
 
     def closeEvent(self, event) -> None:
+        if self.confirm_quit and not self._shut_down:
+            lost = self.unsaved_work()
+            if lost and not self._confirm_quit(lost):
+                event.ignore()
+                return
         if self.tasks.running():
-            # A step in progress (a model load, say) finishes before its task can stop;
-            # the window goes away meanwhile instead of looking frozen.
+            # Jobs are cancelled (a forward pass stops between two blocks); the window goes
+            # away meanwhile instead of looking frozen.
             self.hide()
-        self.shutdown()
+        if not self.shutdown() and self.exit_if_stuck:
+            print(f"a job did not stop within {self.quit_wait_s:.0f} s of quitting; ending the process without it", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(0)
         super().closeEvent(event)

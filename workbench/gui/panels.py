@@ -33,8 +33,9 @@ Contract:
   runs one through the same runner in the background and shows its answer. A panel
   never reads the store or runs the model itself.
 - `render(result)` runs on the GUI thread; keep it quick (draw, do not compute).
-- An exception from a panel's code is reported as a notification and disables
-  the plugin for the session; the app keeps working.
+- An exception from a panel's code or a run is reported as a notification (its
+  traceback under Details); the plugin stays usable and the app keeps working.
+  Only a plugin that fails to import or to declare itself is disabled.
 - `state()` / `restore_state()` carry parameters and view options into
   workspaces; override `view_state()` / `restore_view_state()` for view options.
 - Figure export captures `figure_widget()` (PNG) or, for SVG, `figure_svg()` when
@@ -46,7 +47,8 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -104,7 +106,8 @@ class PanelHost(Protocol):
         (workbench.gui.tasks.Task: .state, .cancel(), signal .ended)."""
 
     def notify_error(self, title: str, exc: BaseException) -> None:
-        """Show an error as a notification. A PluginRunError also disables its plugin."""
+        """Show an error as a notification (a PluginRunError's traceback under Details). The
+        plugin stays in service: a failed run is a failed run."""
 
     def model_weights_changed(self) -> None:
         """Tell the window that a panel changed the model's weights (an edit, its undo):
@@ -231,7 +234,8 @@ class AnalysisPanel(QWidget):
         return {}
 
     def restore_view_state(self, state: dict) -> None:
-        """Apply what view_state() returned. Called before a restored result is shown."""
+        """Apply what view_state() returned. Called after a restored result is shown (so the
+        saved view wins over the result's own defaults); also when no result was saved."""
 
     def model_changed(self, model: LoadedModel | None) -> None:
         """Called when the host's model changes. Default: notes that the shown result is from another model."""
@@ -358,7 +362,8 @@ class AnalysisPanel(QWidget):
 
     def show_result(self, result: Result) -> None:
         """Keep result and render it (used after a run and when a workspace is opened).
-        A failing render() is reported and disables the plugin; the app keeps working."""
+        A failing render() is reported (with its traceback) and the panel says so; the app and
+        the plugin keep working."""
         self.result = result
         try:
             self.render(result)
@@ -409,7 +414,9 @@ class AnalysisPanel(QWidget):
             raise InputError("There is no figure to export yet.", "run the panel first")
         widget = self.figure_widget()
         if suffix == ".png":
-            if not widget.grab().save(str(path), "PNG"):
+            with _without_hover_text(widget):
+                image = widget.grab()
+            if not image.save(str(path), "PNG"):
                 raise InputError(f"Could not write {path}.", "check that the folder exists and is writable")
             return path
         svg = self.figure_svg()
@@ -434,8 +441,13 @@ class AnalysisPanel(QWidget):
             path.write_text(json.dumps(summary_json(self.result), indent=2) + "\n", encoding="utf-8")
         return path
 
+    def figure_name(self) -> str:
+        """The default file name (without suffix) for exports: the plugin and what is shown.
+        Override to name the selection (attention: attention-L5H2)."""
+        return self.plugin.id
+
     def _export_dialog(self, what: str, file_filter: str, suffix: str) -> None:
-        name = f"{self.plugin.id}{suffix}"
+        name = f"{_file_safe(self.figure_name())}{suffix}"
         chosen, _ = QFileDialog.getSaveFileName(self, f"Export {what}", name, file_filter)
         if not chosen:
             return
@@ -481,6 +493,27 @@ def _report_or_none(result: Result):
         return result.report()
     except Exception:
         return None
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.," else "-" for c in name).strip("-") or "figure"
+
+
+@contextmanager
+def _without_hover_text(widget: QWidget) -> Iterator[None]:
+    """Blank the hover read-outs of heatmaps while a figure is captured (the mouse's last
+    position is not part of the figure)."""
+    from .widgets.heatmap import HeatmapView
+
+    views = ([widget] if isinstance(widget, HeatmapView) else []) + widget.findChildren(HeatmapView)
+    saved = [(view, view.readout.text()) for view in views]
+    for view, _ in saved:
+        view.readout.setText(" ")
+    try:
+        yield
+    finally:
+        for view, text in saved:
+            view.readout.setText(text)
 
 
 def _paint_svg(widget: QWidget, path: Path, title: str) -> None:

@@ -14,10 +14,11 @@ waits while an analysis holds it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, Signal
 
+from ..hooks.interrupt import Interrupted, cancellable
 from ..models import LoadedModel
 from .tasks import lower_thread_priority
 
@@ -29,6 +30,9 @@ class PromptRequest:
     prompt: str
     prepend_bos: bool | None
     k: int = 10
+    # Set when a newer request, a new model or quitting overtakes this one: its forward pass
+    # stops between two blocks instead of running to the end (minutes on a long prompt).
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 @dataclass(frozen=True)
@@ -49,12 +53,15 @@ class PromptInspector(QObject):
     tokens_ready = Signal(object)  # PromptTokens
     predictions_ready = Signal(object)  # PromptPredictions
     failed = Signal(int, object)  # request id, exception
+    # request id, tokens, waiting: the model is busy with a job (True) or the pass has begun (False)
+    predicting = Signal(int, int, bool)
 
     def __init__(self, model_lock: threading.Lock, parent=None):
         super().__init__(parent)
         self._model_lock = model_lock
         self._condition = threading.Condition()
         self._pending: PromptRequest | None = None
+        self._running: PromptRequest | None = None
         self._latest_id = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="prompt-inspector", daemon=True)
@@ -69,21 +76,33 @@ class PromptInspector(QObject):
         with self._condition:
             self._latest_id += 1
             self._pending = PromptRequest(self._latest_id, model, prompt, prepend_bos, k)
+            self._cancel_running()
             self._condition.notify()
             return self._latest_id
+
+    def _cancel_running(self) -> None:
+        running = self._running
+        if running is not None:
+            running.cancel.set()
 
     def cancel_pending(self) -> None:
         """Forget whatever is queued or running (e.g. the model was unloaded)."""
         with self._condition:
             self._latest_id += 1
             self._pending = None
+            self._cancel_running()
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._condition:
             self._stopping = True
             self._pending = None
+            self._cancel_running()
             self._condition.notify()
         self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def _is_current(self, request: PromptRequest) -> bool:
         return request.id == self._latest_id and not self._stopping
@@ -97,11 +116,18 @@ class PromptInspector(QObject):
                 if self._stopping:
                     return
                 request, self._pending = self._pending, None
+                self._running = request
             try:
-                self._serve(request)
+                with cancellable(request.cancel):
+                    self._serve(request)
+            except Interrupted:
+                pass  # overtaken: a newer request (or quitting) follows
             except Exception as exc:  # shown under the prompt; the thread must live on
                 if self._is_current(request):
                     self.failed.emit(request.id, exc)
+            finally:
+                with self._condition:
+                    self._running = None
 
     def _serve(self, request: PromptRequest) -> None:
         from ..predict import predict_next
@@ -112,20 +138,25 @@ class PromptInspector(QObject):
         if not self._is_current(request):
             return
         self.tokens_ready.emit(PromptTokens(request.id, ids, model.str_tokens(ids), bool(bos_used)))
-        if not self._acquire_model(request):
+        if not self._acquire_model(request, len(ids)):
             return
         try:
             if not self._is_current(request):
                 return
+            self.predicting.emit(request.id, len(ids), False)
             prediction = predict_next(model, request.prompt, k=request.k, prepend_bos=request.prepend_bos)
         finally:
             self._model_lock.release()
         if self._is_current(request):
             self.predictions_ready.emit(PromptPredictions(request.id, prediction.top))
 
-    def _acquire_model(self, request: PromptRequest) -> bool:
+    def _acquire_model(self, request: PromptRequest, n_tokens: int) -> bool:
         """Wait for the model, giving up as soon as a newer request arrives."""
+        said = False
         while not self._model_lock.acquire(timeout=0.05):
             if not self._is_current(request):
                 return False
+            if not said:
+                self.predicting.emit(request.id, n_tokens, True)
+                said = True
         return True

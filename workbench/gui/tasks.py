@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..hooks.interrupt import Interrupted, cancellable
 from ..progress import Progress
 from .widgets.style import ERROR_COLOUR, MUTED_COLOUR, TEXT_COLOUR, WARNING_COLOUR, label, set_text_colour
 
@@ -113,6 +114,11 @@ class _JobThread(QThread):
         return True
 
     def _drive(self) -> None:
+        # Cancel also stops a forward pass of this thread between two blocks (hooks/interrupt.py).
+        with cancellable(self._cancel):
+            self._drive_job()
+
+    def _drive_job(self) -> None:
         try:
             job = self._factory()
             if not hasattr(job, "send"):  # a plain value, not a generator: that is the result
@@ -133,8 +139,13 @@ class _JobThread(QThread):
                 if isinstance(progress, Progress) and now - last_emit >= PROGRESS_INTERVAL_S:
                     last_emit = now
                     self.progressed.emit(progress)
+        except Interrupted:
+            self.cancelled.emit()  # the job's own cleanup ran as the exception passed through it
         except BaseException as exc:  # every failure must reach the GUI, not die with the thread
-            self.failed.emit(exc, traceback.format_exc())
+            if self._cancel.is_set() and isinstance(exc.__context__, Interrupted):
+                self.cancelled.emit()  # a job that wrapped the interruption in its own error
+            else:
+                self.failed.emit(exc, traceback.format_exc())
 
     def _finish(self, value: Any) -> None:
         if self._cancel.is_set():

@@ -40,9 +40,11 @@ class WorkspaceActions:
     def save_workspace(self, path: str | Path) -> Task:
         path = Path(path)
         workspace = self.snapshot()
-        return self.start_job(f"Save workspace {path.name}", lambda: save_workspace(path, workspace), self._workspace_saved, uses_model=False)
+        saved = [p.result for p in workspace.panels if p.result is not None]
+        return self.start_job(f"Save workspace {path.name}", lambda: save_workspace(path, workspace), lambda done: self._workspace_saved(done, saved), uses_model=False)
 
-    def _workspace_saved(self, path: Path) -> None:
+    def _workspace_saved(self, path: Path, saved: list | None = None) -> None:
+        self._saved_results = list(saved or [])
         self.workspace_path = path
         if self.remember:
             self.settings.remember_workspace(str(path))
@@ -67,13 +69,16 @@ class WorkspaceActions:
             panel = self.open_panel(record.plugin_id, dock_name=record.dock_name, title=record.title)
             if panel is None:
                 continue
+            # The result first, then the saved parameters and view options on top: a result
+            # sets the form to what it was computed with, and the view the user left (the
+            # head, the scale, the tab) must win over that.
+            if record.result is not None:
+                panel.show_result(record.result)
             try:
                 panel.restore_state(record.state)
             except Exception as exc:
                 self.notify_error(f"{record.title}: its saved state could not be restored", PluginRunError(record.plugin_id, exc, traceback.format_exc()))
-                continue
-            if record.result is not None:
-                panel.show_result(record.result)
+        self._saved_results = [d.panel.result for d in self.panel_docks if d.panel.result is not None]
         if workspace.layout:
             self.restoreState(QByteArray(workspace.layout))
         for problem in workspace.problems():

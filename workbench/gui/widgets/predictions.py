@@ -53,6 +53,13 @@ class PredictionList(QWidget):
         self.updateGeometry()
         self.update()
 
+    def set_busy(self, text: str) -> None:
+        """Say what is being computed above the (greyed) previous predictions."""
+        self.message, self._message_colour = text, MUTED_COLOUR
+        self._stale = True
+        self.updateGeometry()
+        self.update()
+
     def set_stale(self, stale: bool) -> None:
         """Grey the list while newer predictions are being computed."""
         if stale != self._stale:
