@@ -10,7 +10,7 @@ plugin = Plugin(
     id="logit-lens",
     name="Logit lens",
     version="1.0.0",
-    api_version="1.0",
+    api_version="1.1",
     description="What the residual stream predicts after each layer: the final norm and unembedding applied early.",
     analysis=Analysis(
         run="workbench_logit_lens.analysis:run",
@@ -20,5 +20,6 @@ plugin = Plugin(
         ],
     ),
     result_types=["workbench_logit_lens.result:LogitLensResult"],
+    panel="workbench_logit_lens.panel:LogitLensPanel",
     report_help="Each cell is the probability that decoding the residual stream after that layer gives the model's final prediction at that position.",
 )

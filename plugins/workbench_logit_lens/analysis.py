@@ -45,4 +45,5 @@ def run(ctx: AnalysisContext, top_k: int = 5, include_embeddings: bool = True):
         top_ids=top_ids_arr,
         top_probs=np.stack(top_probs).astype(np.float32),
         top_strings=[[decode([int(i)]) for i in row[:, 0]] for row in top_ids_arr],
+        top_k_strings=[[[decode([int(i)]) for i in ranks] for ranks in row] for row in top_ids_arr],
     )

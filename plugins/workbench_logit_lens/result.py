@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,14 @@ class LogitLensResult(Result):
     top_ids: np.ndarray  # [layer, position, k]
     top_probs: np.ndarray  # [layer, position, k]
     top_strings: list  # [layer][position]: the top-1 token decoded at that layer
+    top_k_strings: list = field(default_factory=list)  # [layer][position][k]: every kept token, decoded
+
+    def top_strings_at(self, layer: int, position: int, rank: int = 0) -> str:
+        """The rank-th token decoded after `layer` at `position` (results saved before
+        top_k_strings existed decode only the top one)."""
+        if self.top_k_strings:
+            return str(self.top_k_strings[layer][position][rank])
+        return str(self.top_strings[layer][position]) if rank == 0 else f"#{int(self.top_ids[layer, position, rank])}"
 
     def first_layer_agreeing(self, position: int = -1) -> str | None:
         """The earliest layer whose top-1 token equals the model's final prediction."""
@@ -43,6 +51,7 @@ class LogitLensResult(Result):
     def report(self) -> ReportSection:
         figure = heatmap(
             self.p_final_top,
+            cell_text=self.top_strings,
             x_labels=self.str_tokens,
             y_labels=self.layer_names,
             title="P(final prediction) decoded after each layer",
@@ -53,6 +62,7 @@ class LogitLensResult(Result):
         )
         last = -1
         rows = [[name, self.top_strings[i][last], float(self.top_probs[i, last, 0]), float(self.p_final_top[i, last])] for i, name in enumerate(self.layer_names)]
+        every = [[name, *(self.top_strings[i][p] for p in range(len(self.str_tokens)))] for i, name in enumerate(self.layer_names)]
         return ReportSection(
             title="Logit lens",
             how_to_read=(
@@ -61,5 +71,8 @@ class LogitLensResult(Result):
                 "an early layer means the prediction is settled early."
             ),
             figures=[Figure("Logit lens", svg=figure, caption=f"Final prediction at the last position: {self.final_top_tokens[-1]!r}")],
-            tables=[Table("Last position, by layer", ["layer", "top-1 token", "P(top-1)", "P(final prediction)"], rows)],
+            tables=[
+                Table("Last position, by layer", ["layer", "top-1 token", "P(top-1)", "P(final prediction)"], rows),
+                Table("Top-1 token decoded after each layer, at every position", ["layer", *self.str_tokens], every),
+            ],
         )

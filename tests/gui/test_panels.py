@@ -30,9 +30,11 @@ def run_panel(qtbot, panel, timeout: int = 60_000):
     return shown.args[0]
 
 
-def test_logit_lens_panel_runs_and_renders(qtbot, lab_window):
+def test_a_plugin_without_a_panel_gets_the_generic_one_that_runs_and_renders(qtbot, lab_window, monkeypatch):
     window = lab_window
     assert isinstance(window, PanelHost)
+    # The logit lens as a plugin that declares no panel class (it has one of its own since issue 18).
+    monkeypatch.setattr(window.registry.get("logit-lens"), "panel", None)
     panel = window.open_panel("logit-lens")
     assert type(panel) is AnalysisPanel  # no panel class: the generic one
     assert isinstance(panel.view, ReportView)
@@ -45,6 +47,7 @@ def test_logit_lens_panel_runs_and_renders(qtbot, lab_window):
 
     figures, tables = panel.view.figure_widgets(), panel.view.table_views()
     assert len(figures) == 1 and isinstance(figures[0], SvgFigure) and figures[0].renderer().isValid()
+    assert len(tables) == 2  # the last position by layer, and every position's top-1 token
     assert tables[0].rowCount() == 3 and tables[0].item(2, 1).text() == "t4"
     qtbot.waitUntil(lambda: figures[0].isVisible())
     assert _distinct_colours(figures[0].grab().toImage()) > 5

@@ -69,7 +69,7 @@ def test_export_report_writes_chosen_results_without_rerunning(qtbot, lab_window
         reopened.open_workspace(written.data)
     [panel] = reopened.panels()
     assert panel.plugin.id == "logit-lens" and panel.parameters()["top_k"] == 3
-    assert panel.result is not None and panel.view.figure_widgets()
+    assert panel.result is not None and panel.heatmap.matrix.shape == panel.result.p_final_top.shape  # drawn again, not rerun
 
 
 def test_dialog_without_results_cannot_export(qtbot, make_window):

@@ -43,7 +43,7 @@ def test_save_and_reopen_restores_panels_and_results_without_rerunning(qtbot, la
     # The result is the saved one, shown without running the analysis again.
     np.testing.assert_array_equal(lens.result.top_ids, original.top_ids)
     assert lens.result.meta.model_fingerprint == original.meta.model_fingerprint
-    assert lens.view.figure_widgets() and lens.export_button.isEnabled()
+    assert lens.heatmap.matrix.shape == lens.result.p_final_top.shape and lens.export_button.isEnabled()
     # The workspace's model is loaded again, in the background.
     qtbot.waitUntil(lambda: reopened.model is not None, timeout=60_000)
     assert reopened.model.spec == LAB_MODEL

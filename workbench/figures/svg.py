@@ -14,6 +14,7 @@ import numpy as np
 
 from .colormaps import colormap_hex
 from .raster import NAN_RGB, colourise, downsample_for_display, svg_image
+from .tokens import visible_token
 
 FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"
 
@@ -82,12 +83,14 @@ def heatmap(
     diverging: bool = False,
     cell: float | None = None,
     annotate: bool = False,
+    cell_text: Sequence[Sequence[object]] | None = None,
     max_width: float = 760.0,
 ) -> str:
     """An SVG heatmap of a 2-D array (rows top to bottom), with labels and a colour bar.
 
     diverging=True centres the colour scale on zero (symmetric limits) and uses a
-    blue-white-red map, as signed quantities need.
+    blue-white-red map, as signed quantities need. cell_text prints a short text in each cell
+    (a decoded token, say) when cells are big enough to read it.
     """
     data = np.asarray(values, dtype=np.float64)
     if data.ndim != 2:
@@ -135,7 +138,12 @@ def heatmap(
             out.append(
                 f"<rect x='{x:.1f}' y='{y:.1f}' width='{cell + 0.2:.1f}' height='{cell + 0.2:.1f}' fill='{NAN_HEX if missing else colours[r][c]}'><title>{escape(tip)}</title></rect>"
             )
-            if annotate and cell >= 22 and not missing:
+            if cell_text is not None and cell >= 16:
+                shade = 0.5 if missing else (data[r, c] - lo) / span
+                ink = "white" if (not diverging and shade < 0.55) or (diverging and abs(shade - 0.5) > 0.3) else "black"
+                text = visible_token(cell_text[r][c], max(2, int(cell / 5.5)))
+                out.append(f"<text x='{x + cell / 2:.1f}' y='{y + cell / 2 + 3:.1f}' font-size='8' text-anchor='middle' fill='{ink}'>{escape(text)}</text>")
+            elif annotate and cell >= 22 and not missing:
                 shade = (data[r, c] - lo) / span
                 ink = "white" if (not diverging and shade < 0.55) or (diverging and abs(shade - 0.5) > 0.3) else "black"
                 out.append(f"<text x='{x + cell / 2:.1f}' y='{y + cell / 2 + 3:.1f}' font-size='8' text-anchor='middle' fill='{ink}'>{_fmt(data[r, c])}</text>")

@@ -368,6 +368,8 @@ class MainWindow(WorkspaceActions, QMainWindow):
         self._request_inspection()
 
     def _request_inspection(self) -> None:
+        for panel in self.panels():
+            panel.inputs_changed()  # "needs a prompt" and the like no longer hold
         prompt, index = self.prompt_editor.current_prompt()
         count = len(self.prompt_editor.prompts())
         self.token_heading.setText(f"Tokens of prompt {index + 1} of {count}" if count > 1 else "Tokens")

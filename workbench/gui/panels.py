@@ -61,6 +61,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QPushButton,
     QSizePolicy,
+    QStackedWidget,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -152,6 +153,7 @@ class AnalysisPanel(QWidget):
         self.export_button.setEnabled(False)
         self.status = label("Not run yet." if analysis is not None else "", colour=MUTED_COLOUR)
         self._status_is_error = False
+        self._status_about_inputs = False
         self.status.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.banner = label(colour=ERROR_COLOUR, wrap=True)
         set_background(self.banner, "#fdecea")
@@ -168,6 +170,13 @@ class AnalysisPanel(QWidget):
         controls.addWidget(self.export_button, 0, Qt.AlignTop)
 
         self.view = self.build_view()
+        # One empty state for every panel: until a result is shown, a sentence says what Run
+        # will show instead of empty axes (-0.5..0.5) or a blank area.
+        self.placeholder = label(self.empty_text(), colour=MUTED_COLOUR, wrap=True)
+        self.placeholder.setAlignment(Qt.AlignCenter)
+        self._stack = QStackedWidget()
+        self._stack.addWidget(self.placeholder)
+        self._stack.addWidget(self.view)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
@@ -176,7 +185,7 @@ class AnalysisPanel(QWidget):
             layout.addWidget(label(plugin.description, colour=TEXT_COLOUR, wrap=True))
         layout.addLayout(controls)
         layout.addWidget(self.status)
-        layout.addWidget(self.view, 1)
+        layout.addWidget(self._stack, 1)
 
     # -- parameters -----------------------------------------------------------------------------------
 
@@ -212,6 +221,14 @@ class AnalysisPanel(QWidget):
         if prepared is not None and prepared.result is result and prepared.report is not None:
             return prepared.report
         return result.report()
+
+    def empty_text(self) -> str:
+        """What the panel says before its first result. Default: from the plugin's declaration."""
+        analysis = self.plugin.analysis
+        if analysis is None:
+            return self.plugin.description
+        needs = "Type a prompt, then press Run" if analysis.needs_prompt else "Press Run"
+        return f"{needs} to see {self.plugin.name.lower()} here." + (f"\n\n{self.plugin.description}" if self.plugin.description else "")
 
     def figure_widget(self) -> QWidget:
         """The widget figure exports capture. Default: the ReportView's first figure, else the view."""
@@ -273,9 +290,14 @@ class AnalysisPanel(QWidget):
             return self.task
         try:
             params = self.parameters()
+        except WorkbenchError:
+            # The form shows the problem under the field; saying it twice helps no one.
+            self._set_status("Fix the parameter marked above, then Run.", error=True)
+            return None
+        try:
             ctx = self.analysis_context()
         except WorkbenchError as exc:
-            self._set_status(str(exc), error=True)
+            self._set_status(str(exc), error=True, about_inputs=True)
             return None
         plugin, prepare_report = self.plugin, self._shows_report()
 
@@ -314,7 +336,7 @@ class AnalysisPanel(QWidget):
             check_same_model(self.result, self.host.model)
             ctx = self.query_context()
         except WorkbenchError as exc:
-            self._set_status(str(exc), error=True)
+            self._set_status(str(exc), error=True, about_inputs=True)
             return None
         if self.query_task is not None and not self.query_task.state.ended:
             self.query_task.cancel()
@@ -365,6 +387,7 @@ class AnalysisPanel(QWidget):
         A failing render() is reported (with its traceback) and the panel says so; the app and
         the plugin keep working."""
         self.result = result
+        self._stack.setCurrentWidget(self.view)
         try:
             self.render(result)
         except Exception as exc:
@@ -376,18 +399,25 @@ class AnalysisPanel(QWidget):
         self._set_status(self._provenance(result))
         self.result_changed.emit(result)
 
-    @staticmethod
-    def _provenance(result: Result) -> str:
+    def _provenance(self, result: Result) -> str:
         meta = result.meta
         if meta is None:
             return "Result restored."
-        prompt = meta.prompts[0] if meta.prompts else ""
+        reads_prompt = self.plugin.analysis is None or self.plugin.analysis.needs_prompt
+        prompt = meta.prompts[0] if meta.prompts and reads_prompt else ""
         short = prompt if len(prompt) <= 40 else prompt[:39] + "…"
         on_prompt = f" on {short!r}" if prompt else ""
         reused = ", activations from the store" if meta.reused_activations else ""
         return f"{meta.model_name or meta.model_spec}{on_prompt} in {meta.seconds:.2f} s{reused}"
 
-    def _set_status(self, text: str, error: bool = False) -> None:
+    def inputs_changed(self) -> None:
+        """The host's prompt or model changed: an input error said before (no prompt, no
+        model) no longer holds, so it goes; the shown result's provenance comes back."""
+        if self._status_about_inputs:
+            self._set_status(self._provenance(self.result) if self.result is not None else ("Not run yet." if self.plugin.analysis is not None else ""))
+
+    def _set_status(self, text: str, error: bool = False, about_inputs: bool = False) -> None:
+        self._status_about_inputs = about_inputs
         self.status.setText(text)
         self.status.setToolTip(text)
         if error != self._status_is_error:

@@ -174,6 +174,8 @@ class HeatmapView(QWidget):
         if data.ndim != 2:
             raise ValueError(f"HeatmapView needs a 2-D array, not shape {data.shape}")
         self.matrix = data
+        self.readout.setText(" ")  # a hover text describes the old data: it goes with it
+        self.set_cell_text(None)  # so do the cells' texts
         rows, cols = data.shape
         self.x_labels = [str(t) for t in x_labels] if x_labels is not None else [str(i) for i in range(cols)]
         self.y_labels = [str(t) for t in y_labels] if y_labels is not None else [str(i) for i in range(rows)]
@@ -233,6 +235,30 @@ class HeatmapView(QWidget):
         self.colorbar.setColorMap(cmap)
         self.colorbar.setLevels(self.levels)
         self.colorbar.getAxis("right").setLabel("log10" if self.log else "", color="#222")
+
+    CELL_TEXT_LIMIT = 900  # cells; above it the texts would not be legible anyway
+
+    def set_cell_text(self, texts: Sequence[Sequence[str]] | None, max_chars: int = 8) -> None:
+        """Print a short text in every cell (a decoded token, say), dark or light against the
+        cell's colour; None removes them. Skipped above CELL_TEXT_LIMIT cells (the hover read-out
+        still has every cell)."""
+        for item in getattr(self, "_cell_items", []):
+            self.plot.removeItem(item)
+        self._cell_items: list = []
+        if texts is None or self.matrix.size == 0 or self.matrix.size > self.CELL_TEXT_LIMIT:
+            return
+        lo, hi = self.image.getLevels() if self.image.getLevels() is not None else (0.0, 1.0)
+        span = (hi - lo) or 1.0
+        shown = self.image.image
+        for row, line in enumerate(texts):
+            for col, text in enumerate(line):
+                value = float(shown[row, col]) if shown is not None else 0.0
+                dark_cell = value == value and (value - lo) / span < 0.55
+                item = pg.TextItem(visible_token(text, max_chars), color="#ffffff" if dark_cell else "#111111", anchor=(0.5, 0.5))
+                item.setFont(QFont("DejaVu Sans", 7))
+                item.setPos(col + 0.5, row + 0.5)
+                self.plot.addItem(item)
+                self._cell_items.append(item)
 
     # -- reading it --------------------------------------------------------------------------------
 
