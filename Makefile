@@ -12,7 +12,7 @@ LOCK_PYTHON := 3.11
 PIP_TOOLS  := pip-tools==7.7.0
 TORCH_LOCKED = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' $(LOCK))
 
-.PHONY: setup run check test test-fast test-latest lock doctor bench clean
+.PHONY: setup run run-headless check test test-fast test-latest lock doctor bench clean
 
 $(STAMP): $(LOCK) $(MODEL_LOCK) pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LOCK_PYTHON)".split("."))))' || { \
@@ -30,8 +30,19 @@ $(STAMP): $(LOCK) $(MODEL_LOCK) pyproject.toml Makefile
 
 setup: $(STAMP)
 
-# The main job on the embedded default model: tokens and predictions, then an activation store.
+# The main job on the embedded default model. With a display: the app, on the Eiffel prompt
+# with the logit lens run (what the README's first screenshot shows). Without one: tokens and
+# predictions, then an activation store, headless.
 run: $(STAMP)
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] && [ -z "$$CI" ]; then \
+	  echo "opening the app on $$DISPLAY$$WAYLAND_DISPLAY (the headless demo: make run-headless)"; \
+	  $(BIN)/workbench --model smollm2 --prompt "$(PROMPT)" --panel logit-lens --run; \
+	else \
+	  echo "no display (DISPLAY and WAYLAND_DISPLAY are unset, or CI): running the headless demo instead of the app"; \
+	  $(MAKE) --no-print-directory run-headless; \
+	fi
+
+run-headless: $(STAMP)
 	$(BIN)/workbench predict --model smollm2 --prompt "$(PROMPT)"
 	mkdir -p out
 	$(BIN)/workbench cache --model smollm2 --prompt "$(PROMPT)" --hooks residual,attention --out out/smollm2-demo.h5

@@ -73,3 +73,11 @@ def test_large_heatmap_is_one_image_that_keeps_a_one_cell_stripe():
     bright = rows.reshape(height, width, 3).sum(-1)
     lit = [int(np.argmax(bright[r])) for r in range(1, height)]
     assert all(abs(c - r * width / height) <= 2 for r, c in zip(range(1, height), lit))  # the diagonal survives block maxima
+
+
+def test_line_chart_has_room_for_its_tick_labels_and_dots_keep_equal_series_visible():
+    values = np.linspace(3e4, 1e3, 20)
+    svg = line_chart({"|λ|": values, "Re λ": values}, markers=("Re λ",), y_title="value")
+    ends = [float(x) for x, text in re.findall(r"<text x='([0-9.]+)'[^>]*text-anchor='end'>([^<]+)<", svg) if "e+04" in text]
+    assert ends and all(x - 6.4 * len("2.00e+04") > 18 for x in ends)  # the whole label, right of the axis title
+    assert svg.count("<circle") == len(values) + 1  # Re λ's dots (and its legend), drawn over the |λ| line

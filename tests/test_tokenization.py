@@ -31,3 +31,14 @@ def test_prompt_longer_than_context(lab_model):
     with pytest.raises(InputError) as info:
         lab_model.tokenize(too_long)
     assert str(lab_model.n_ctx) in info.value.message and "shorten" in info.value.hint
+
+
+@pytest.mark.smollm2
+def test_token_pieces_of_a_character_are_labelled_by_their_bytes(smollm2):
+    ids = smollm2.tokenizer("é ✓ 本", add_special_tokens=False)["input_ids"]
+    texts = [smollm2.token_text(i) for i in ids]
+    assert "\ufffd" not in "".join(texts)
+    assert texts[0] == "é" and texts[-1] == "本"  # whole characters stay as they are
+    pieces = [t for t in texts if "<0x" in t]
+    assert pieces and "".join(pieces).replace(" ", "").count("<0x") == 3  # ✓ is E2 9C 93
+    assert " <0xE2>" in texts  # the leading space stays a space

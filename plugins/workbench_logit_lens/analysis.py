@@ -34,16 +34,16 @@ def run(ctx: AnalysisContext, top_k: int = 5, include_embeddings: bool = True):
             target_probs.append(probs.gather(-1, final_top[:, None])[:, 0].cpu().numpy())
             final_probs.append(probs.max(-1).values.cpu().numpy())
             yield Progress(step, len(hooks) + 1, f"decoded {name}")
-    decode = model.tokenizer.decode
+    decode = model.token_text  # byte pieces of a character as <0xE2>, not a row of "\ufffd"
     top_ids_arr = np.stack(top_ids).astype(np.int64)
     return LogitLensResult(
         layer_names=["embed" if n.endswith("resid_pre") else f"L{n.split('.')[1]}" for n in hooks],
         tokens=[int(t) for t in tokens],
         str_tokens=model.str_tokens(tokens),
-        final_top_tokens=[decode([int(i)]) for i in final_top.cpu().tolist()],
+        final_top_tokens=[decode(int(i)) for i in final_top.cpu().tolist()],
         p_final_top=np.stack(target_probs).astype(np.float32),
         top_ids=top_ids_arr,
         top_probs=np.stack(top_probs).astype(np.float32),
-        top_strings=[[decode([int(i)]) for i in row[:, 0]] for row in top_ids_arr],
-        top_k_strings=[[[decode([int(i)]) for i in ranks] for ranks in row] for row in top_ids_arr],
+        top_strings=[[decode(int(i)) for i in row[:, 0]] for row in top_ids_arr],
+        top_k_strings=[[[decode(int(i)) for i in ranks] for ranks in row] for row in top_ids_arr],
     )

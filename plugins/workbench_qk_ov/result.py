@@ -257,7 +257,12 @@ class QKOVResult(Result):
         figures.append(
             Figure(
                 f"OV eigenvalues of {self.head_name}",
-                svg=line_chart({"Re λ": eig.real[order], "|λ|": np.abs(eig)[order]}, x=np.arange(1, len(eig) + 1), title=f"OV eigenvalues of {self.head_name}, largest |λ| first", x_title="eigenvalue rank", y_title="value"),
+                # |λ| as the line, Re λ as dots over it: on a copying head they coincide, and a
+                # line drawn over another one hid Re λ entirely.
+                svg=line_chart(
+                    {"|λ|": np.abs(eig)[order], "Re λ": eig.real[order]}, x=np.arange(1, len(eig) + 1), markers=("Re λ",),
+                    title=f"OV eigenvalues of {self.head_name}, largest |λ| first", x_title="eigenvalue rank", y_title="value",
+                ),
                 caption=f"Copying score {float(self.copying_score[self.layer, self.head]):+.3f}: Re λ close to |λ| everywhere means positive eigenvalues, i.e. copying.",
             )
         )

@@ -477,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--panel", dest="gui_panel", metavar="PLUGIN_ID", help="panel to open (and run, with --screenshot)")
     gui.add_argument("--workspace", dest="gui_workspace", metavar="FILE", help="workspace file to open")
     gui.add_argument("--panel-param", dest="gui_panel_params", action="append", metavar="NAME=VALUE", help="a parameter of --panel (repeat for several)")
+    gui.add_argument("--run", dest="gui_run", action="store_true", help="run --panel once the model has loaded (what `make run` opens)")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("models", help="list the models available offline now")

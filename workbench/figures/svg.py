@@ -180,8 +180,10 @@ def line_chart(
     y_title: str = "",
     width: float = 640.0,
     height: float = 300.0,
+    markers: Sequence[str] = (),
 ) -> str:
-    """An SVG line chart of one or more named series sharing an x axis."""
+    """An SVG line chart of one or more named series sharing an x axis. Series named in
+    markers are drawn as dots over the lines, so a series equal to another stays visible."""
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
     arrays = {name: np.asarray(v, dtype=np.float64) for name, v in series.items()}
     length = max((len(a) for a in arrays.values()), default=0)
@@ -192,7 +194,10 @@ def line_chart(
         hi = lo + 1.0
     pad = 0.05 * (hi - lo)
     lo, hi = lo - pad, hi + pad
-    left, right, top, bottom = 56.0, 130.0, 30.0 if title else 12.0, 40.0
+    y_ticks = nice_ticks(lo, hi)
+    # Room for the widest tick label (2.00e+04 was cut to .00e+04) and the axis title.
+    left = 14.0 + 6.4 * max((len(_fmt(float(t))) for t in y_ticks), default=4) + (18.0 if y_title else 0.0)
+    right, top, bottom = 130.0, 30.0 if title else 12.0, 40.0
     plot_w, plot_h = width - left - right, height - top - bottom
     x0, x1 = (float(xs.min()), float(xs.max())) if xs.size else (0.0, 1.0)
     x1 = x1 if x1 > x0 else x0 + 1
@@ -210,7 +215,7 @@ def line_chart(
     if title:
         out.append(f"<text x='{left:.0f}' y='18' font-size='13' font-weight='bold'>{escape(title)}</text>")
     out.append(f"<rect x='{left}' y='{top}' width='{plot_w:.1f}' height='{plot_h:.1f}' fill='none' stroke='#999'/>")
-    for tick in nice_ticks(lo, hi):
+    for tick in y_ticks:
         out.append(f"<line x1='{left - 4}' x2='{left}' y1='{py(tick):.1f}' y2='{py(tick):.1f}' stroke='#999'/>")
         out.append(f"<text x='{left - 6}' y='{py(tick) + 4:.1f}' text-anchor='end'>{_fmt(float(tick))}</text>")
     whole = bool(xs.size) and bool(np.all(xs == np.round(xs)))  # steps, layers: whole-number ticks only
@@ -218,10 +223,15 @@ def line_chart(
         out.append(f"<text x='{px(tick):.1f}' y='{top + plot_h + 14:.1f}' text-anchor='middle'>{_fmt(float(tick))}</text>")
     for i, (name, values) in enumerate(arrays.items()):
         colour = palette[i % len(palette)]
-        points = " ".join(f"{px(float(a)):.1f},{py(float(b)):.1f}" for a, b in zip(xs, values) if np.isfinite(b))
-        out.append(f"<polyline points='{points}' fill='none' stroke='{colour}' stroke-width='1.8'><title>{escape(name)}</title></polyline>")
         ly = top + 12 + 16 * i
-        out.append(f"<line x1='{width - right + 10}' x2='{width - right + 28}' y1='{ly}' y2='{ly}' stroke='{colour}' stroke-width='2'/>")
+        if name in markers:
+            dots = "".join(f"<circle cx='{px(float(a)):.1f}' cy='{py(float(b)):.1f}' r='2.6' fill='{colour}'/>" for a, b in zip(xs, values) if np.isfinite(b))
+            out.append(f"<g><title>{escape(name)}</title>{dots}</g>")
+            out.append(f"<circle cx='{width - right + 19}' cy='{ly}' r='3' fill='{colour}'/>")
+        else:
+            points = " ".join(f"{px(float(a)):.1f},{py(float(b)):.1f}" for a, b in zip(xs, values) if np.isfinite(b))
+            out.append(f"<polyline points='{points}' fill='none' stroke='{colour}' stroke-width='1.8'><title>{escape(name)}</title></polyline>")
+            out.append(f"<line x1='{width - right + 10}' x2='{width - right + 28}' y1='{ly}' y2='{ly}' stroke='{colour}' stroke-width='2'/>")
         out.append(f"<text x='{width - right + 32}' y='{ly + 4}'>{escape(_label(name, 16))}</text>")
     if x_title:
         out.append(f"<text x='{left + plot_w / 2:.1f}' y='{height - 6}' text-anchor='middle' font-style='italic'>{escape(x_title)}</text>")

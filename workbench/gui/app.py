@@ -160,7 +160,7 @@ def _run(app, args, screenshot) -> int:
                                       panel_params=getattr(args, "gui_panel_params", None))
             QTimer.singleShot(0, script.start)  # after exec() starts, so an early exit() is not lost
         else:
-            _start_session(window, model, prompt, panel, workspace)
+            _start_session(window, model, prompt, panel, workspace, run=bool(getattr(args, "gui_run", False)), panel_params=getattr(args, "gui_panel_params", None))
         _let_python_handle_ctrl_c(app, window)
         window.show()
         code = app.exec()
@@ -179,7 +179,7 @@ def _run(app, args, screenshot) -> int:
         app.processEvents()
 
 
-def _start_session(window, model: str | None, prompt: str | None, panel: str | None, workspace: str | None) -> None:
+def _start_session(window, model: str | None, prompt: str | None, panel: str | None, workspace: str | None, *, run: bool = False, panel_params=None) -> None:
     if workspace:
         window.open_workspace(workspace)
     if model:
@@ -187,4 +187,15 @@ def _start_session(window, model: str | None, prompt: str | None, panel: str | N
     if prompt is not None:
         window.set_prompt(prompt)
     if panel:
-        window.open_panel(panel)
+        opened = window.open_panel(panel)
+        if opened is not None and panel_params:
+            from ..plugin_api.params import parse_assignments
+
+            opened.set_parameters(parse_assignments(panel_params))
+        if opened is not None and run:
+            if window.model is not None:
+                opened.run()
+            else:  # after the model has loaded
+                from PySide6.QtCore import Qt
+
+                window.model_loaded.connect(lambda _model: opened.run(), Qt.SingleShotConnection)

@@ -238,7 +238,11 @@ class MainWindow(WorkspaceActions, QMainWindow):
         view.addAction(self.tasks_dock.toggleViewAction())
         view.addAction(self.notifications_dock.toggleViewAction())
         self._add_action(view, "Tab all panels together", self.tab_panels)
-        self._add_action(self.menuBar().addMenu("&Help"), "&About", self._about)
+        help_menu = self.menuBar().addMenu("&Help")
+        self._add_action(help_menu, "&Tour of the five core panels…", self.show_tour)
+        self._add_action(help_menu, "&Documentation", self.show_documentation, QKeySequence.HelpContents)
+        help_menu.addSeparator()
+        self._add_action(help_menu, "&About", self._about)
 
     def _add_action(self, menu, text: str, slot: Callable, shortcut=None) -> QAction:
         action = QAction(text, self)
@@ -527,6 +531,20 @@ class MainWindow(WorkspaceActions, QMainWindow):
         if self.workspace_path is not None:
             parts.append(self.workspace_path.name)
         self.setWindowTitle(" — ".join(parts))
+
+    def show_tour(self):
+        from .help import TourDialog
+
+        dialog = TourDialog(self)
+        dialog.show()
+        return dialog
+
+    def show_documentation(self):
+        from .help import DocumentationDialog
+
+        dialog = DocumentationDialog(self)
+        dialog.show()
+        return dialog
 
     def _about(self) -> None:
         from ..plugin_api import API_VERSION_TEXT

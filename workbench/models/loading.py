@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import socket
@@ -121,6 +122,21 @@ class LoadedModel:
 
     def str_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self.decode([i]) for i in ids]
+
+    def token_text(self, token_id: int) -> str:
+        """One token as a label: its text, or its bytes written <0xE2><0x80> when it is a piece
+        of a UTF-8 character (decoded alone it would be "\ufffd", and two such tokens would
+        look alike)."""
+        text = self.decode([token_id])
+        if "\ufffd" not in text:
+            return text
+        raw = str(self.tokenizer.convert_ids_to_tokens(int(token_id)))
+        if raw.startswith("<0x"):  # SentencePiece byte fallback names them so already
+            return raw
+        table = _byte_level_alphabet()
+        if all(c in table for c in raw):  # byte-level BPE (GPT-2, Llama 3, SmolLM2, Qwen)
+            return "".join(chr(b) if 0x20 <= b < 0x7F else f"<0x{b:02X}>" for b in (table[c] for c in raw))
+        return text
 
     def describe(self) -> dict:
         import transformer_lens
@@ -280,3 +296,18 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         load_seconds=time.perf_counter() - started,
         weight_names=weight_names,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for each byte (GPT-2's scheme): printable Latin-1
+    bytes stand for themselves, the others are shifted past 255."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(code): byte for byte, code in zip(printable, codes)}

@@ -53,6 +53,11 @@ class LabelAxis(pg.AxisItem):
 
     def set_labels(self, labels: Sequence[str] | None) -> None:
         self.labels = [_axis_label(t) for t in labels] if labels is not None else []
+        if self.orientation == "bottom":
+            # Token labels stand upright (read bottom to top), one per column, as in the SVG
+            # figures: side by side, words wider than a cell left every other column unlabelled.
+            widest = max((self._metrics.horizontalAdvance(t) for t in self.labels), default=0)
+            self.setHeight(min(120, widest + 12) if self.labels else None)
         self.picture = None
         self.update()
 
@@ -62,15 +67,32 @@ class LabelAxis(pg.AxisItem):
         minVal, maxVal = min(minVal, maxVal), max(minVal, maxVal)  # an inverted axis passes them swapped
         span = max(maxVal - minVal, 1e-9)
         pixels_per_cell = size / span
-        if self.orientation in ("bottom", "top"):
+        needed = self._metrics.height() + 1  # upright on the bottom axis, stacked on the left one
+        if self.orientation == "top":
             needed = max(self._metrics.horizontalAdvance(t) for t in self.labels) + 6
-        else:
-            needed = self._metrics.height() + 1
         step = max(1, math.ceil(needed / max(pixels_per_cell, 1e-9)))
         first = max(0, math.ceil(minVal - 0.5))
         last = min(len(self.labels) - 1, math.floor(maxVal - 0.5))
         values = [i + 0.5 for i in range(first, last + 1) if i % step == 0]
+        self._shown_values = values
         return [(float(step), values)]
+
+    def drawPicture(self, p, axisSpec, tickSpecs, textSpecs):
+        if self.orientation != "bottom" or not self.labels:
+            return super().drawPicture(p, axisSpec, tickSpecs, textSpecs)
+        super().drawPicture(p, axisSpec, tickSpecs, [])  # the line and ticks; the labels below
+        p.setPen(self.textPen())
+        height = self._metrics.height()
+        for value, (_pen, start, end) in zip(getattr(self, "_shown_values", []), tickSpecs):
+            index = int(math.floor(value))
+            if not 0 <= index < len(self.labels):
+                continue
+            p.save()
+            p.translate(start.x(), max(start.y(), end.y()) + 3)
+            p.rotate(-90)
+            p.drawText(QRectF(-self.height(), -height / 2, self.height() - 3, height), int(Qt.AlignRight | Qt.AlignVCenter), self.labels[index])
+            p.restore()
+        return None
 
     def tickStrings(self, values, scale, spacing):
         if not self.labels:
