@@ -78,3 +78,22 @@ def test_a_long_title_wraps_and_the_view_still_shrinks(qtbot, heatmap):
     )
     heatmap.set_data(np.eye(4))
     assert not heatmap.title_label.isVisibleTo(heatmap)
+
+
+def test_long_token_labels_stand_upright_one_per_column_and_short_ones_lie_flat(qtbot):
+    from workbench.gui.widgets.heatmap import HeatmapView
+
+    view = HeatmapView()
+    qtbot.addWidget(view)
+    view.resize(500, 400)
+    view.show()
+    words = [" located", " Tower", " Eiffel", " city", " Paris", " station", " river", " bridge", " museum", " garden", " square", " avenue"]
+    view.set_data(np.eye(len(words)), x_labels=words, y_labels=words, x_title="source token")
+    qtbot.waitExposed(view)
+    axis = view.x_axis
+    [(step, values)] = axis.tickValues(0, len(words), 300)  # 25 px a column: the words do not fit flat
+    assert step == 1 and len(values) == len(words) and axis._upright  # every column labelled
+    assert axis.minimumHeight() > axis._metrics.horizontalAdvance("␣located")  # room for the longest, upright
+    view.set_data(np.eye(3), x_labels=["H0", "H1", "H2"], y_labels=["a", "b", "c"], x_title="head")
+    axis.tickValues(0, 3, 300)
+    assert not axis._upright and axis.minimumHeight() < 60  # short labels lie flat, the title below them

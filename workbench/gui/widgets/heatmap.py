@@ -53,13 +53,25 @@ class LabelAxis(pg.AxisItem):
 
     def set_labels(self, labels: Sequence[str] | None) -> None:
         self.labels = [_axis_label(t) for t in labels] if labels is not None else []
-        if self.orientation == "bottom":
-            # Token labels stand upright (read bottom to top), one per column, as in the SVG
-            # figures: side by side, words wider than a cell left every other column unlabelled.
-            widest = max((self._metrics.horizontalAdvance(t) for t in self.labels), default=0)
-            self.setHeight(min(120, widest + 12) if self.labels else None)
+        self._upright = False
+        self._fit_height()
         self.picture = None
         self.update()
+
+    def setLabel(self, *args, **kwargs):  # noqa: N802 (pyqtgraph's name)
+        super().setLabel(*args, **kwargs)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """Bottom axis: room for the labels (upright ones: their length) and the axis title."""
+        if self.orientation != "bottom" or not getattr(self, "labels", None):
+            return
+        title = self._metrics.height() + 8 if self.label.isVisible() and self.labelText else 0
+        if getattr(self, "_upright", False):
+            widest = max(self._metrics.horizontalAdvance(t) for t in self.labels)
+            self.setHeight(min(120, widest + 12) + title)
+        else:
+            self.setHeight(self._metrics.height() + 12 + title)
 
     def tickValues(self, minVal: float, maxVal: float, size: float):
         if not self.labels:
@@ -67,9 +79,18 @@ class LabelAxis(pg.AxisItem):
         minVal, maxVal = min(minVal, maxVal), max(minVal, maxVal)  # an inverted axis passes them swapped
         span = max(maxVal - minVal, 1e-9)
         pixels_per_cell = size / span
-        needed = self._metrics.height() + 1  # upright on the bottom axis, stacked on the left one
-        if self.orientation == "top":
+        needed = self._metrics.height() + 1  # the left axis: labels stacked
+        if self.orientation in ("bottom", "top"):
             needed = max(self._metrics.horizontalAdvance(t) for t in self.labels) + 6
+            if self.orientation == "bottom":
+                # Words wider than a cell stand upright (read bottom to top), one per column,
+                # as in the SVG figures; side by side they left every other column unlabelled.
+                upright = needed > pixels_per_cell
+                if upright != getattr(self, "_upright", False):
+                    self._upright = upright
+                    self._fit_height()
+                if upright:
+                    needed = self._metrics.height() + 1
         step = max(1, math.ceil(needed / max(pixels_per_cell, 1e-9)))
         first = max(0, math.ceil(minVal - 0.5))
         last = min(len(self.labels) - 1, math.floor(maxVal - 0.5))
@@ -78,7 +99,7 @@ class LabelAxis(pg.AxisItem):
         return [(float(step), values)]
 
     def drawPicture(self, p, axisSpec, tickSpecs, textSpecs):
-        if self.orientation != "bottom" or not self.labels:
+        if self.orientation != "bottom" or not self.labels or not getattr(self, "_upright", False):
             return super().drawPicture(p, axisSpec, tickSpecs, textSpecs)
         super().drawPicture(p, axisSpec, tickSpecs, [])  # the line and ticks; the labels below
         p.setPen(self.textPen())
@@ -90,7 +111,8 @@ class LabelAxis(pg.AxisItem):
             p.save()
             p.translate(start.x(), max(start.y(), end.y()) + 3)
             p.rotate(-90)
-            p.drawText(QRectF(-self.height(), -height / 2, self.height() - 3, height), int(Qt.AlignRight | Qt.AlignVCenter), self.labels[index])
+            room = max(self._metrics.horizontalAdvance(t) for t in self.labels) + 6
+            p.drawText(QRectF(-room, -height / 2, room - 3, height), int(Qt.AlignRight | Qt.AlignVCenter), self.labels[index])
             p.restore()
         return None
 
