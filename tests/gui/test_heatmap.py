@@ -97,3 +97,6 @@ def test_long_token_labels_stand_upright_one_per_column_and_short_ones_lie_flat(
     view.set_data(np.eye(3), x_labels=["H0", "H1", "H2"], y_labels=["a", "b", "c"], x_title="head")
     axis.tickValues(0, 3, 300)
     assert not axis._upright and axis.minimumHeight() < 60  # short labels lie flat, the title below them
+    view.set_data(np.zeros((3, 30)), x_labels=[str(i) for i in range(30)], y_labels=["a", "b", "c"], x_title="layer")
+    [(step, _)] = axis.tickValues(0, 30, 150)  # 5 px a column: layer numbers every few columns, flat
+    assert not axis._upright and step > 1

@@ -85,7 +85,8 @@ class LabelAxis(pg.AxisItem):
             if self.orientation == "bottom":
                 # Words wider than a cell stand upright (read bottom to top), one per column,
                 # as in the SVG figures; side by side they left every other column unlabelled.
-                upright = needed > pixels_per_cell
+                # Numbers and other short labels stay flat (every n-th): upright they read worse.
+                upright = needed > pixels_per_cell and needed > 2 * self._metrics.height()
                 if upright != getattr(self, "_upright", False):
                     self._upright = upright
                     self._fit_height()
