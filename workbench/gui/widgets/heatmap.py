@@ -50,11 +50,17 @@ class LabelAxis(pg.AxisItem):
         super().__init__(orientation, **kwargs)
         self.labels: list[str] = []
         self._metrics = QFontMetrics(QFont())
+        self._widest = 0  # the widest label in pixels, measured once per set of labels
+        self._upright = False
+        self._shown_values: list[float] = []  # the labelled cell centres tickValues chose last
 
     def set_labels(self, labels: Sequence[str] | None) -> None:
-        self.labels = [_axis_label(t) for t in labels] if labels is not None else []
-        self._upright = False
-        self._fit_height()
+        shown = [_axis_label(t) for t in labels] if labels is not None else []
+        if shown != self.labels:  # another head of the same prompt keeps its axis as it is
+            self.labels = shown
+            self._widest = max((self._metrics.horizontalAdvance(t) for t in self.labels), default=0)
+            self._upright = False
+            self._fit_height()
         self.picture = None
         self.update()
 
@@ -64,14 +70,12 @@ class LabelAxis(pg.AxisItem):
 
     def _fit_height(self) -> None:
         """Bottom axis: room for the labels (upright ones: their length) and the axis title."""
-        if self.orientation != "bottom" or not getattr(self, "labels", None):
+        if self.orientation != "bottom" or not getattr(self, "labels", None):  # setLabel runs in AxisItem.__init__ too
             return
         title = self._metrics.height() + 8 if self.label.isVisible() and self.labelText else 0
-        if getattr(self, "_upright", False):
-            widest = max(self._metrics.horizontalAdvance(t) for t in self.labels)
-            self.setHeight(min(120, widest + 12) + title)
-        else:
-            self.setHeight(self._metrics.height() + 12 + title)
+        height = (min(120, self._widest + 12) if self._upright else self._metrics.height() + 12) + title
+        if height != self.fixedHeight:  # a new height lays the plot out again: only when it changes
+            self.setHeight(height)
 
     def tickValues(self, minVal: float, maxVal: float, size: float):
         if not self.labels:
@@ -81,13 +85,13 @@ class LabelAxis(pg.AxisItem):
         pixels_per_cell = size / span
         needed = self._metrics.height() + 1  # the left axis: labels stacked
         if self.orientation in ("bottom", "top"):
-            needed = max(self._metrics.horizontalAdvance(t) for t in self.labels) + 6
+            needed = self._widest + 6
             if self.orientation == "bottom":
                 # Words wider than a cell stand upright (read bottom to top), one per column,
                 # as in the SVG figures; side by side they left every other column unlabelled.
                 # Numbers and other short labels stay flat (every n-th): upright they read worse.
                 upright = needed > pixels_per_cell and needed > 2 * self._metrics.height()
-                if upright != getattr(self, "_upright", False):
+                if upright != self._upright:
                     self._upright = upright
                     self._fit_height()
                 if upright:
@@ -100,19 +104,19 @@ class LabelAxis(pg.AxisItem):
         return [(float(step), values)]
 
     def drawPicture(self, p, axisSpec, tickSpecs, textSpecs):
-        if self.orientation != "bottom" or not self.labels or not getattr(self, "_upright", False):
+        if self.orientation != "bottom" or not self.labels or not self._upright:
             return super().drawPicture(p, axisSpec, tickSpecs, textSpecs)
         super().drawPicture(p, axisSpec, tickSpecs, [])  # the line and ticks; the labels below
         p.setPen(self.textPen())
         height = self._metrics.height()
-        for value, (_pen, start, end) in zip(getattr(self, "_shown_values", []), tickSpecs):
+        room = self._widest + 6
+        for value, (_pen, start, end) in zip(self._shown_values, tickSpecs):
             index = int(math.floor(value))
             if not 0 <= index < len(self.labels):
                 continue
             p.save()
             p.translate(start.x(), max(start.y(), end.y()) + 3)
             p.rotate(-90)
-            room = max(self._metrics.horizontalAdvance(t) for t in self.labels) + 6
             p.drawText(QRectF(-room, -height / 2, room - 3, height), int(Qt.AlignRight | Qt.AlignVCenter), self.labels[index])
             p.restore()
         return None
@@ -169,6 +173,7 @@ class HeatmapView(QWidget):
         self.colorbar.getAxis("right").setTextPen(pg.mkPen("#222"))
 
         self.readout = QLabel(" ")
+        self._cell_items: list = []  # set_cell_text's texts, removed with the data they describe
         self.readout.setTextFormat(Qt.PlainText)
         self.readout.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
         self.log_toggle = QCheckBox("log scale")
@@ -287,9 +292,9 @@ class HeatmapView(QWidget):
         """Print a short text in every cell (a decoded token, say), dark or light against the
         cell's colour; None removes them. Skipped above CELL_TEXT_LIMIT cells (the hover read-out
         still has every cell)."""
-        for item in getattr(self, "_cell_items", []):
+        for item in self._cell_items:
             self.plot.removeItem(item)
-        self._cell_items: list = []
+        self._cell_items = []
         if texts is None or self.matrix.size == 0 or self.matrix.size > self.CELL_TEXT_LIMIT:
             return
         lo, hi = self.image.getLevels() if self.image.getLevels() is not None else (0.0, 1.0)
