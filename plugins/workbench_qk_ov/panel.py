@@ -261,8 +261,8 @@ class QKOVPanel(AnalysisPanel):
         self._mark_head(layer, head)
         if (layer, head) == (result.layer, result.head):
             return None
-        positional = 0 if result.positional_qk is None else int(result.positional_qk.shape[0])
-        return self._start_head_job(layer, head, None, positional)
+        # On the shown token set, with the shown positional term (the query's defaults).
+        return self._start_head_job(layer, head, {"token_set": "shown", "positional": -1})
 
     def redraw_circuits(self):
         """Recompute the chosen head's circuits with the token set and positional term now in the form."""
@@ -279,14 +279,11 @@ class QKOVPanel(AnalysisPanel):
             return None
         data = self.head_picker.currentData() or (result.layer, result.head)
         spec = {name: params[name] for name in ("token_set", "tokens", "top_k")}
-        return self._start_head_job(int(data[0]), int(data[1]), spec, int(params.get("positional") or 0))
+        return self._start_head_job(int(data[0]), int(data[1]), {**spec, "positional": int(params.get("positional") or 0)})
 
-    def _start_head_job(self, layer: int, head: int, token_spec: dict | None, positional: int):
+    def _start_head_job(self, layer: int, head: int, params: dict):
         """The plugin's `head` query in the background (the latest choice wins)."""
-        params = {"head": f"{layer}.{head}", "positional": positional, **(token_spec or {"token_set": "shown"})}
-        if token_spec is None:
-            params["positional"] = -1  # as the result
-        return self.run_query("head", params, title=f"{self.plugin.name}: {head_label(layer, head)}")
+        return self.run_query("head", {"head": f"{layer}.{head}", **params}, title=f"{self.plugin.name}: {head_label(layer, head)}")
 
     # -- exports and workspaces -----------------------------------------------------------------------
 

@@ -293,7 +293,7 @@ def _validate_plugins(registry, rows: list[dict], as_json: bool) -> int:
 
 
 def cmd_run(args) -> int:
-    from ..plugin_api import AnalysisContext, discover_plugins, run_analysis, run_query, summary_json
+    from ..plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
     from ..plugin_api.params import parse_assignments
     from ..results import save_result
 
@@ -318,7 +318,7 @@ def cmd_run(args) -> int:
     ctx = AnalysisContext(model=model, prompts=prompts, prepend_bos=_bool_choice(args.bos), store_path=Path(args.store) if args.store else None)
     job = run_analysis(plugin, ctx, texts=texts)
     if args.query:
-        job = _then_query(job, plugin, args.query, ctx, query_texts, run_query)
+        job = _then_query(job, plugin, args.query, ctx, query_texts)
     result = _run_with_bar(job, args.quiet)
     if result is None:
         print("\ninterrupted: nothing was saved", file=sys.stderr)
@@ -342,8 +342,9 @@ def cmd_run(args) -> int:
     return _report_problems(problems)
 
 
-def _then_query(job, plugin, name: str, ctx, texts: dict, run_query):
+def _then_query(job, plugin, name: str, ctx, texts: dict):
     """Generator: the analysis, then its query `name` on the result (each half the bar)."""
+    from ..plugin_api import run_query
     from ..progress import sub_job
 
     result = yield from sub_job(job, 0, 0.5, 1)

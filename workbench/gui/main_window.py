@@ -493,14 +493,6 @@ class MainWindow(WorkspaceActions, QMainWindow):
         for dock in docks[1:]:
             self.tabifyDockWidget(docks[0], dock)
 
-    def disable_plugin(self, plugin_id: str, error: str, details: str = "") -> None:
-        """Take a plugin out of service for the session (its panel says why); the app keeps working."""
-        self.registry.disable(plugin_id, error, details)
-        for dock in self.panel_docks:
-            if dock.plugin_id == plugin_id:
-                dock.panel.set_disabled(error)
-        self.rebuild_panels_menu()
-
     def _report_broken_plugins(self) -> None:
         for record in self.registry:
             if not record.ok:

@@ -73,7 +73,7 @@ from ..plugin_api import AnalysisContext, Plugin, PluginRunError, Result, check_
 from ..results import save_result
 from .widgets.param_form import ParameterForm
 from .widgets.report_view import ReportView
-from .widgets.style import ERROR_COLOUR, MUTED_COLOUR, TEXT_COLOUR, label, set_background, set_text_colour
+from .widgets.style import ERROR_COLOUR, MUTED_COLOUR, TEXT_COLOUR, label, set_text_colour
 
 __all__ = ["AnalysisPanel", "PanelHost"]
 
@@ -132,7 +132,6 @@ class AnalysisPanel(QWidget):
         self.result: Result | None = None
         self.task = None
         self.query_task = None
-        self.disabled_reason = ""
         self._prepared: PreparedResult | None = None
         analysis = plugin.analysis
         self.form = ParameterForm(analysis.params) if analysis is not None else None
@@ -155,10 +154,6 @@ class AnalysisPanel(QWidget):
         self._status_is_error = False
         self._status_about_inputs = False
         self.status.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
-        self.banner = label(colour=ERROR_COLOUR, wrap=True)
-        set_background(self.banner, "#fdecea")
-        self.banner.setMargin(4)
-        self.banner.hide()
 
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
@@ -180,7 +175,6 @@ class AnalysisPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
-        layout.addWidget(self.banner)
         if plugin.description:
             layout.addWidget(label(plugin.description, colour=TEXT_COLOUR, wrap=True))
         layout.addLayout(controls)
@@ -271,10 +265,14 @@ class AnalysisPanel(QWidget):
         analysis = self.plugin.analysis
         if analysis is not None and analysis.needs_prompt and not self.host.prompts():
             raise InputError(f"{self.plugin.name} needs a prompt.", "type one in the prompt editor")
+        return self._context(list(self.host.prompts()), self.host.prepend_bos)
+
+    def _context(self, prompts: list[str], prepend_bos: bool | None) -> AnalysisContext:
+        """A context on the host's model and activation store (read and filled)."""
         return AnalysisContext(
             model=self.host.model,
-            prompts=list(self.host.prompts()),
-            prepend_bos=self.host.prepend_bos,
+            prompts=prompts,
+            prepend_bos=prepend_bos,
             store_path=self.host.store_path,
             fill_store=self.host.store_path is not None,
         )
@@ -284,7 +282,7 @@ class AnalysisPanel(QWidget):
         (no analysis, invalid parameters, no model or prompt: the reason is shown in the panel).
         While a run is going, returns that task. The task's value is a PreparedResult; the
         panel shows it through show_result(), which emits result_changed."""
-        if self.plugin.analysis is None or self.disabled_reason:
+        if self.plugin.analysis is None:
             return None
         if self.task is not None and not self.task.state.ended:
             return self.task
@@ -316,12 +314,9 @@ class AnalysisPanel(QWidget):
         """The context a query on the shown result gets: the result's prompts and BOS choice,
         the host's model and activation store."""
         meta = self.result.meta if self.result is not None else None
-        return AnalysisContext(
-            model=self.host.model,
-            prompts=list(meta.prompts) if meta is not None and meta.prompts else list(self.host.prompts()),
-            prepend_bos=meta.prepend_bos if meta is not None else self.host.prepend_bos,
-            store_path=self.host.store_path,
-            fill_store=self.host.store_path is not None,
+        return self._context(
+            list(meta.prompts) if meta is not None and meta.prompts else list(self.host.prompts()),
+            meta.prepend_bos if meta is not None else self.host.prepend_bos,
         )
 
     def run_query(self, name: str, params: dict | None = None, on_result: Callable[[Any], None] | None = None, title: str = ""):
@@ -329,7 +324,7 @@ class AnalysisPanel(QWidget):
         the status line says what is being read); its answer is shown with show_result()
         unless on_result is given. The latest query wins: one still running is cancelled.
         Returns the task, or None when it cannot start (the reason is in the status line)."""
-        if self.result is None or self.disabled_reason:
+        if self.result is None:
             return None
         try:
             self.plugin.query(name)
@@ -368,7 +363,6 @@ class AnalysisPanel(QWidget):
 
     def _task_ended(self, task) -> None:
         self.run_button.setText("Run")
-        self.run_button.setEnabled(not self.disabled_reason)
         from .tasks import TaskState
 
         if task.state is TaskState.CANCELLED:
@@ -423,13 +417,6 @@ class AnalysisPanel(QWidget):
         if error != self._status_is_error:
             self._status_is_error = error
             set_text_colour(self.status, ERROR_COLOUR if error else MUTED_COLOUR)
-
-    def set_disabled(self, reason: str) -> None:
-        """The plugin was disabled for this session: say so and stop offering Run."""
-        self.disabled_reason = reason
-        self.banner.setText(f"{self.plugin.name} is disabled for this session: {reason}")
-        self.banner.show()
-        self.run_button.setEnabled(False)
 
     # -- exports --------------------------------------------------------------------------------------------
 

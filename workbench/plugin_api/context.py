@@ -90,21 +90,15 @@ class AnalysisContext:
         """The store's hit (run, prompt) for these hooks of prompt `index`, or None, with the
         file open inside the block and closed after it. min_itemsize: ignore runs stored at
         a lower precision (4 for float32 when rounded values would change the answer)."""
-        if self.store_path is None or not Path(self.store_path).exists():
+        found = self.stored(hooks, index)
+        if found is None:
             yield None
             return
-        from ..store import ActivationStore
-
+        store, hit = found
         try:
-            store = ActivationStore(self.store_path)
-        except StoreError:
-            yield None
-            return
-        try:
-            hit = store.find(self.model.fingerprint, self.tokens(index), hooks)
-            if hit is not None and min_itemsize and any(hit.run.dataset(name).dtype.itemsize < min_itemsize for name in hooks):
-                hit = None
-            yield hit
+            # A run stored at lower precision does not count when full precision is asked for.
+            rounded = min_itemsize and any(hit.run.dataset(name).dtype.itemsize < min_itemsize for name in hooks)
+            yield None if rounded else hit
         finally:
             store.close()
 
@@ -182,13 +176,16 @@ class AnalysisContext:
         forward pass (and written to the store first when fill_store is set).
         """
         names = self.hook_names(patterns)
-        with self.stored_hit(names, index, min_itemsize) as hit:
-            held_before = hit is not None
-        if not held_before and self.fill_store and self.store_path is not None:
-            from ..progress import run_to_completion
+        captured = False
+        if self.fill_store and self.store_path is not None:
+            with self.stored_hit(names, index, min_itemsize) as hit:
+                captured = hit is None
+            if captured:
+                from ..progress import run_to_completion
 
-            run_to_completion(self.ensure_stored(names, index))
-        return dict(self.activations_by_layer(names, index, min_itemsize=min_itemsize, budget_bytes=1 << 62, count_reuse=held_before))
+                run_to_completion(self.ensure_stored(names, index))
+        # Reuse means read from the store without computing them now (API 1.0's meaning).
+        return dict(self.activations_by_layer(names, index, min_itemsize=min_itemsize, budget_bytes=1 << 62, count_reuse=not captured))
 
 
 def _pass_bytes(ctx: AnalysisContext, specs: Iterable[HookSpec], n_tokens: int) -> int:

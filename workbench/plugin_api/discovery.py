@@ -218,9 +218,9 @@ def _check_requirements(records: list[PluginRecord]) -> None:
             if not record.ok or record.plugin is None:
                 continue
             for needed in record.plugin.requires:
-                other = next((r for r in records if r.id == needed), None)
                 if needed in usable:
                     continue
+                other = next((r for r in records if r.id == needed), None)
                 why = "which is not installed" if other is None else f"which is disabled ({other.error})"
                 record.error = f"needs plugin {needed!r}, {why}"
                 changed = True
