@@ -193,9 +193,4 @@ def _start_session(window, model: str | None, prompt: str | None, panel: str | N
 
             opened.set_parameters(parse_assignments(panel_params))
         if opened is not None and run:
-            if window.model is not None:
-                opened.run()
-            else:  # after the model has loaded
-                from PySide6.QtCore import Qt
-
-                window.model_loaded.connect(lambda _model: opened.run(), Qt.SingleShotConnection)
+            window.run_when_loaded(opened)

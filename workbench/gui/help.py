@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QTabWidget, QTextBrowser, QVBoxLayout
 
 from ..models.specs import DEFAULT_MODEL
@@ -126,9 +125,7 @@ class TourDialog(QDialog):
         panel.set_parameters(step.params)
         if window.model is None:
             window.load_model(DEFAULT_MODEL)
-            window.model_loaded.connect(lambda _model: panel.run(), Qt.SingleShotConnection)
-        else:
-            panel.run()
+        window.run_when_loaded(panel)
         return panel
 
 

@@ -524,6 +524,13 @@ class MainWindow(WorkspaceActions, QMainWindow):
             parts.append(self.workspace_path.name)
         self.setWindowTitle(" — ".join(parts))
 
+    def run_when_loaded(self, panel: AnalysisPanel) -> None:
+        """Run panel now when a model is loaded, else once the model being loaded is ready."""
+        if self._model is not None:
+            panel.run()
+        else:
+            self.model_loaded.connect(lambda _model: panel.run(), Qt.SingleShotConnection)
+
     def show_tour(self):
         from .help import TourDialog
 
