@@ -139,14 +139,15 @@ def heatmap(
                 f"<rect x='{x:.1f}' y='{y:.1f}' width='{cell + 0.2:.1f}' height='{cell + 0.2:.1f}' fill='{NAN_HEX if missing else colours[r][c]}'><title>{escape(tip)}</title></rect>"
             )
             if cell_text is not None and cell >= 16:
-                shade = 0.5 if missing else (data[r, c] - lo) / span
-                ink = "white" if (not diverging and shade < 0.55) or (diverging and abs(shade - 0.5) > 0.3) else "black"
-                text = visible_token(cell_text[r][c], max(2, int(cell / 5.5)))
-                out.append(f"<text x='{x + cell / 2:.1f}' y='{y + cell / 2 + 3:.1f}' font-size='8' text-anchor='middle' fill='{ink}'>{escape(text)}</text>")
+                text = escape(visible_token(cell_text[r][c], max(2, int(cell / 5.5))))
             elif annotate and cell >= 22 and not missing:
-                shade = (data[r, c] - lo) / span
-                ink = "white" if (not diverging and shade < 0.55) or (diverging and abs(shade - 0.5) > 0.3) else "black"
-                out.append(f"<text x='{x + cell / 2:.1f}' y='{y + cell / 2 + 3:.1f}' font-size='8' text-anchor='middle' fill='{ink}'>{_fmt(data[r, c])}</text>")
+                text = _fmt(data[r, c])
+            else:
+                continue
+            # Light ink on dark cells (both ends of a diverging scale), dark ink elsewhere.
+            shade = 0.5 if missing else (data[r, c] - lo) / span
+            ink = "white" if (not diverging and shade < 0.55) or (diverging and abs(shade - 0.5) > 0.3) else "black"
+            out.append(f"<text x='{x + cell / 2:.1f}' y='{y + cell / 2 + 3:.1f}' font-size='8' text-anchor='middle' fill='{ink}'>{text}</text>")
     step_y = max(1, int(np.ceil(11 / cell)))
     for r in range(0, rows, step_y):
         out.append(f"<text x='{left - 4:.1f}' y='{top + (r + 0.5) * cell + 4:.1f}' text-anchor='end'>{escape(y_names[r])}</text>")
