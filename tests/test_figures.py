@@ -81,3 +81,11 @@ def test_line_chart_has_room_for_its_tick_labels_and_dots_keep_equal_series_visi
     ends = [float(x) for x, text in re.findall(r"<text x='([0-9.]+)'[^>]*text-anchor='end'>([^<]+)<", svg) if "e+04" in text]
     assert ends and all(x - 6.4 * len("2.00e+04") > 18 for x in ends)  # the whole label, right of the axis title
     assert svg.count("<circle") == len(values) + 1  # Re λ's dots (and its legend), drawn over the |λ| line
+
+
+def test_heatmap_token_labels_show_their_leading_space():
+    # SVG collapses whitespace: " Tower" would read "Tower", the same as the token "Tower".
+    svg = heatmap(np.eye(3), x_labels=["The", " E", "head 3"], y_labels=[" Tower*", "Tower", ""])
+    labels = re.findall(r">([^<>]*)</text>", svg)
+    assert "␣E" in labels and "␣Tower*" in labels and "Tower" in labels and "∅" in labels
+    assert "head 3" in labels  # a name with spaces only inside stays as it is

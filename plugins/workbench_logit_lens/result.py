@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from workbench.figures import heatmap
+from workbench.figures.tokens import visible_token
 from workbench.plugin_api import Figure, ReportSection, Result, Table
 
 
@@ -61,8 +62,9 @@ class LogitLensResult(Result):
             vmax=1.0,
         )
         last = -1
-        rows = [[name, self.top_strings[i][last], float(self.top_probs[i, last, 0]), float(self.p_final_top[i, last])] for i, name in enumerate(self.layer_names)]
-        every = [[name, *(self.top_strings[i][p] for p in range(len(self.str_tokens)))] for i, name in enumerate(self.layer_names)]
+        # Tokens as the figures write them: a leading space is part of a token and must show.
+        rows = [[name, visible_token(self.top_strings[i][last]), float(self.top_probs[i, last, 0]), float(self.p_final_top[i, last])] for i, name in enumerate(self.layer_names)]
+        every = [[name, *(visible_token(self.top_strings[i][p]) for p in range(len(self.str_tokens)))] for i, name in enumerate(self.layer_names)]
         return ReportSection(
             title="Logit lens",
             how_to_read=(
@@ -73,6 +75,6 @@ class LogitLensResult(Result):
             figures=[Figure("Logit lens", svg=figure, caption=f"Final prediction at the last position: {self.final_top_tokens[-1]!r}")],
             tables=[
                 Table("Last position, by layer", ["layer", "top-1 token", "P(top-1)", "P(final prediction)"], rows),
-                Table("Top-1 token decoded after each layer, at every position", ["layer", *self.str_tokens], every),
+                Table("Top-1 token decoded after each layer, at every position", ["layer", *(f"{p} {visible_token(t)}" for p, t in enumerate(self.str_tokens))], every),
             ],
         )

@@ -31,5 +31,21 @@ def test_cells_hover_and_a_click_show_the_decoded_tokens(qtbot, lab_window):
     assert panel.table.item(n_layers - 1, 3).text().startswith(visible_token(result.top_k_strings[-1][2][2]))
     # The report has every position's top-1 tokens, not only the last position's.
     tables = result.report().tables
-    assert len(tables) == 2 and tables[1].rows[0][1:] == list(result.top_strings[0])
+    assert len(tables) == 2 and tables[1].rows[0][1:] == [visible_token(t) for t in result.top_strings[0]]
     assert panel.view_state() == {"position": 2}
+
+
+def test_report_tables_show_a_token_s_leading_space():
+    # In HTML a leading space is invisible: " Paris" and "Paris" read the same unless marked.
+    import numpy as np
+
+    from workbench_logit_lens.result import LogitLensResult
+
+    result = LogitLensResult(
+        layer_names=["embed", "L0"], tokens=[1, 2], str_tokens=["The", " city"], final_top_tokens=[" of", " Paris"],
+        p_final_top=np.zeros((2, 2)), top_ids=np.zeros((2, 2, 1), dtype=int), top_probs=np.zeros((2, 2, 1)),
+        top_strings=[[" a", "Paris"], [" of", " Paris"]],
+    )
+    last, every = result.report().tables
+    assert [row[1] for row in last.rows] == ["Paris", "␣Paris"]
+    assert every.columns == ["layer", "0 The", "1 ␣city"] and every.rows[1] == ["L0", "␣of", "␣Paris"]

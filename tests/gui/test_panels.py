@@ -143,6 +143,26 @@ def test_export_data_from_the_menu_runs_as_a_task(qtbot, lab_window, tmp_path, m
     assert json.loads(target.read_text())["plugin"] == "params-test"
 
 
+def test_every_figure_fits_the_viewport_height_not_only_the_first(qtbot):
+    # The ROME result's v* chart sat below the bar chart and was shrunk to the minimum scale
+    # because it was fitted to the room left below its top, not to the viewport.
+    def svg(colour):
+        return f"<svg xmlns='http://www.w3.org/2000/svg' width='400' height='300'><rect width='400' height='300' fill='{colour}'/></svg>"
+
+    view = ReportView()
+    qtbot.addWidget(view)
+    view.resize(700, 500)
+    view.show()
+    view.show_report(ReportSection("Two figures", figures=[Figure("first", svg=svg("red")), Figure("second", svg=svg("blue"))]))
+    first, second = view.figure_widgets()
+    qtbot.waitUntil(lambda: first.isVisible() and second.isVisible())
+    qtbot.wait(50)
+    assert first.scale == second.scale == 1.0  # 300 px tall figures fit a 500 px view, wherever they sit
+    view.resize(700, 250)  # now neither fits: both shrink alike
+    qtbot.waitUntil(lambda: first.scale < 1.0)
+    assert second.scale == pytest.approx(first.scale)
+
+
 def test_long_table_text_is_elided_and_the_view_never_scrolls_sideways(qtbot):
     prompt = "The Eiffel Tower, which was built for the 1889 World's Fair, is located in the city of " * 3
     wide = Figure("wide", svg="<svg xmlns='http://www.w3.org/2000/svg' width='800' height='200'><rect width='800' height='200' fill='red'/></svg>")

@@ -77,7 +77,7 @@ class RomeEdit:
         if self.label:
             return self.label
         r = self.request
-        return f"L{self.layer}: {r.get('template', '{}').replace('{}', r.get('subject', '?'))} →{r.get('target_new', '?')}"
+        return f"L{self.layer}: {r.get('template', '{}').replace('{}', r.get('subject', '?'))} → {str(r.get('target_new', '?')).strip()}"
 
 
 def _derived_fingerprint(before: str, edit: RomeEdit) -> str:

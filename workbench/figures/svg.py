@@ -24,6 +24,16 @@ def _label(text: object, limit: int = 14) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _axis_label(text: object, limit: int = 14) -> str:
+    """A heatmap's row or column name. Names there are often tokens, whose leading space
+    SVG would swallow (" Paris" would read "Paris"): whitespace at either end is made
+    visible as in every token view; names with spaces only inside ("head 3") stay as they are."""
+    text = str(text)
+    if text == "" or text != text.strip():
+        return visible_token(text, limit)
+    return _label(text, limit)
+
+
 def _fmt(value: float) -> str:
     if value != value:
         return "nan"
@@ -106,8 +116,8 @@ def heatmap(
     lo = lo if vmin is None else float(vmin)
     hi = hi if vmax is None else float(vmax)
     span = (hi - lo) or 1.0
-    y_names = [_label(t) for t in (y_labels if y_labels is not None else range(rows))]
-    x_names = [_label(t) for t in (x_labels if x_labels is not None else range(cols))]
+    y_names = [_axis_label(t) for t in (y_labels if y_labels is not None else range(rows))]
+    x_names = [_axis_label(t) for t in (x_labels if x_labels is not None else range(cols))]
     left = 12 + 6.5 * max((len(s) for s in y_names), default=2) + (16 if y_title else 0)
     top = 30 if title else 10
     label_height = 6.2 * max((len(s) for s in x_names), default=2) + 12 + (16 if x_title else 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QPoint, QSize, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtGui import QPixmap
 from PySide6.QtSvgWidgets import QSvgWidget
 from PySide6.QtWidgets import (
@@ -197,11 +197,12 @@ class ReportView(QScrollArea):
         room_across = self.viewport().width() - 2 * CONTENT_MARGIN - CARD_MARGIN
         for table in self._tables:
             table.fit_width(room_across)
+        # Every figure fits the viewport's height (with its caption), wherever it sits: fitting
+        # the room left below a figure's top shrank every figure after the first to the minimum.
+        room_down = self.viewport().height() - 50
         for figure in self._figures:
             if not isinstance(figure, SvgFigure):
                 continue
-            top = figure.mapTo(content, QPoint(0, 0)).y()
-            room_down = self.viewport().height() - top - 50  # the caption below it
             natural = figure.natural_size()
             if natural.width() <= 0 or natural.height() <= 0:
                 continue

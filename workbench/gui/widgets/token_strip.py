@@ -166,13 +166,17 @@ class TokenStrip(QWidget):
         palette.setColor(self._message.foregroundRole(), QColor("#b00020") if error else QColor("gray"))
         self._message.setPalette(palette)
 
-    def _fit_height(self) -> None:
-        # As tall as the wrapped chips need, up to MAX_HEIGHT; longer prompts scroll.
-        width = self._scroll.viewport().width() or self.width()
-        needed = self._canvas.heightForWidth(max(width, 50))
+    def _fit_height(self, width: int | None = None) -> None:
+        # As tall as the wrapped chips need, up to MAX_HEIGHT; longer prompts scroll. The
+        # strip's own width, not the scroll viewport's: while the strip is being resized the
+        # viewport still has its old width, and chips wrapped onto a new row were cut off.
+        width = max(width if width is not None else self.width(), 50)
+        needed = self._canvas.heightForWidth(width)
+        if needed + 2 > MAX_HEIGHT:  # a scroll bar takes part of the width
+            needed = self._canvas.heightForWidth(max(width - self._scroll.verticalScrollBar().sizeHint().width(), 50))
         self._scroll.setFixedHeight(min(MAX_HEIGHT, needed + 2))
         self._scroll.setVisible(bool(self._canvas.chips))
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        self._fit_height()
+        self._fit_height(event.size().width())
