@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from workbench.hooks.keeping import keeping
-from workbench.hooks.kv_cache import check_kv_cache, prefix_cache
+from workbench.hooks.kv_cache import check_kv_cache, logits_and_cache, prefix_cache
 from workbench.hooks.partial_run import logits_from_layer
 from workbench.models import LoadedModel
+from workbench.models.shape import parallel_blocks
 from workbench.progress import Progress
 
 from .noise import SubjectNoise, subject_noise
@@ -90,10 +91,12 @@ def _baselines(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, k
     parts: dict[str, torch.Tensor] = {}
     if "mlp" in kinds or "attn" in kinds:
         # Every sample's MLP outputs are reused; the other parts serve only the check (one sample).
-        for part, rows in (("hook_resid_mid", 1), ("hook_mlp_out", None), ("hook_attn_out", 1)):
+        # Parallel blocks have no residual between attention and MLP: no shortcut, no mid hook.
+        shortcut_parts = (("hook_mlp_out", None), ("hook_attn_out", 1)) if parallel_blocks(bridge) else (("hook_resid_mid", 1), ("hook_mlp_out", None), ("hook_attn_out", 1))
+        for part, rows in shortcut_parts:
             hooks += [(f"blocks.{layer}.{part}", keeping(parts, f"blocks.{layer}.{part}", rows, copy=True)) for layer in range(n_layers)]
     with bridge.hooks(fwd_hooks=hooks):
-        logits, kv = bridge(ids.repeat(samples, 1), return_type="logits_and_cache")
+        logits, kv = logits_and_cache(bridge, ids.repeat(samples, 1))
     low = float(target_probability(logits, request.target_ids, request.n_tokens - 1).mean())
     entering = [resid_pre[f"blocks.{layer}.hook_resid_pre"] for layer in range(n_layers)] + [resid_pre["final"]]
     decomposes = bool(parts) and _blocks_decompose(bridge, parts, entering, n_layers)
@@ -105,6 +108,8 @@ def _baselines(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, k
 def _block_mlp(bridge):
     def mlp(layer: int, after_attention: torch.Tensor) -> torch.Tensor:
         block = bridge.blocks[layer]
+        if after_attention.ndim == 2:  # [rows, d_model]: expert MLPs (Mixtral) take [batch, pos, d_model] only
+            return block.mlp(block.ln2(after_attention[:, None]))[:, 0]
         return block.mlp(block.ln2(after_attention))
 
     return mlp

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..disk import disk_bytes, human_bytes
-from ..errors import WorkbenchError
+from ..errors import InputError, WorkbenchError
 from ..outputs import check_output_file, check_store_output, write_or_rescue
 from ..progress import run_to_completion
 from ..prompts_file import read_prompts_file
@@ -419,6 +419,9 @@ def cmd_store_compact(args) -> int:
 def cmd_doctor(args) -> int:
     from ..doctor import diagnose
 
+    if args.families:
+        return _doctor_families(args)
+
     if args.json and args.json != "-":
         check_output_file(args.json, "--json")
     report = diagnose(print_line=None if args.json == "-" else print, self_check=not args.no_self_check)
@@ -430,6 +433,47 @@ def cmd_doctor(args) -> int:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
             print(f"wrote {args.json}", file=sys.stderr)
     return 0 if report["ok"] else 1
+
+
+def _doctor_families(args) -> int:
+    from ..doctor.families import ANALYSES, family_matrix, matrix_markdown, with_readme_table
+    from ..models.zoo import FAMILIES
+
+    families = args.family or list(FAMILIES)
+    analyses = args.analysis or list(ANALYSES)
+    unknown = [f for f in families if f not in FAMILIES] + [a for a in analyses if a not in ANALYSES]
+    if unknown:
+        raise InputError(f"Unknown family or analysis: {', '.join(unknown)}.", f"families: {', '.join(FAMILIES)}; analyses: {', '.join(ANALYSES)}")
+    if args.json and args.json != "-":
+        check_output_file(args.json, "--json")
+    quiet = args.json == "-"
+
+    def show(cell) -> None:
+        if not quiet:
+            label = {"ok": "ok     ", "refused": "refused", "failed": "FAILED "}[cell.status]
+            print(f"  {label} {cell.family:<8} {cell.analysis:<13} {cell.seconds:6.2f} s  {cell.detail}", flush=True)
+
+    if not quiet:
+        print(f"{len(analyses)} analyses on tiny random-weight models of {len(families)} families (zoo:<family>), each checked against an independent computation:")
+    cells = family_matrix(families, analyses, report=show)
+    failed = [c for c in cells if c.status == "failed"]
+    table = matrix_markdown(cells)
+    if not quiet:
+        counts = {status: sum(c.status == status for c in cells) for status in ("ok", "refused", "failed")}
+        print(f"\n{counts['ok']} ok, {counts['refused']} refused with a reason, {counts['failed']} failed\n")
+        print(table)
+    if args.readme:
+        readme = Path(args.readme)
+        readme.write_text(with_readme_table(readme.read_text(encoding="utf-8"), table), encoding="utf-8")
+        print(f"wrote the table into {readme}", file=sys.stderr)
+    if args.json:
+        text = json.dumps({"cells": [c.to_dict() for c in cells], "ok": not failed}, indent=2, ensure_ascii=False)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+            print(f"wrote {args.json}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_new_plugin(args) -> int:
@@ -469,6 +513,13 @@ def _run_with_bar(job, quiet: bool):
             bar.close()
 
 
+def _window_size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and 320 <= int(width) <= 10000 and 240 <= int(height) <= 10000):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a window size: write WIDTHxHEIGHT in pixels, e.g. 1920x1080")
+    return int(width), int(height)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Interpretability Workbench: look inside language models.")
     gui = parser.add_argument_group("desktop app (no command)")
@@ -479,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--workspace", dest="gui_workspace", metavar="FILE", help="workspace file to open")
     gui.add_argument("--panel-param", dest="gui_panel_params", action="append", metavar="NAME=VALUE", help="a parameter of --panel (repeat for several)")
     gui.add_argument("--run", dest="gui_run", action="store_true", help="run --panel once the model has loaded (what `make run` opens)")
+    gui.add_argument("--window-size", dest="gui_window_size", type=_window_size, metavar="WxH", help="the window's size, e.g. 1920x1080 (default: 1400x880 for --screenshot)")
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("models", help="list the models available offline now")
@@ -556,6 +608,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="versions, the lock, devices, the cache folder, and a self-check on the lab model (paste it into bug reports)")
     p.add_argument("--json", metavar="FILE", help="also write the diagnosis as JSON ('-': print only the JSON)")
     p.add_argument("--no-self-check", action="store_true", help="only report the installation")
+    p.add_argument("--families", action="store_true", help="instead: run every analysis on a tiny model of every family in the zoo and check each against an independent computation")
+    p.add_argument("--family", action="append", metavar="NAME", help="with --families: only this family (repeat for several)")
+    p.add_argument("--analysis", action="append", metavar="ID", help="with --families: only this analysis (repeat for several)")
+    p.add_argument("--readme", metavar="FILE", help="with --families: write the table into FILE's family-matrix section")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("new-plugin", help="write a working plugin package to start from")

@@ -12,7 +12,8 @@ only that MLP output changes between steps. So:
   each step runs only the positions from it on.
 - Only the positions whose logits are scored are projected onto the vocabulary.
 
-This needs the block's output to be the residual before the MLP plus the MLP output.
+This needs the block's output to be the residual before the MLP plus the MLP output
+(after attention in a sequential block, the block's input plus attention in a parallel one).
 For an architecture where it is not (a norm after the MLP), or where the bridge cannot
 reuse keys and values (workbench.hooks.kv_cache), each step runs the whole model with δ
 added by a hook, as the reference code does.
@@ -25,8 +26,9 @@ import logging
 import torch
 
 from ..hooks.keeping import keeping
-from ..hooks.kv_cache import KVCacheUnsupported, check_kv_cache, prefix_cache
+from ..hooks.kv_cache import KVCacheUnsupported, check_kv_cache, logits_and_cache, prefix_cache
 from ..hooks.partial_run import logits_from_layer, select_hook
+from ..models.shape import residual_before_mlp
 from .prompts import padded_batch
 from .target import MlpOutput
 
@@ -72,20 +74,25 @@ class DeltaPass:
             mask[r, shift : shift + len(row)] = 1
             positions[r, shift : shift + len(row)] = torch.arange(len(row))
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
-        names = [f"blocks.{layer}.hook_resid_mid", self.target.value_hook, f"blocks.{layer}.hook_resid_post"]
+        before_mlp = residual_before_mlp(bridge, layer)
+        post_name = f"blocks.{layer}.hook_resid_post"
+        names = [*before_mlp, self.target.value_hook, post_name]
         kept: dict[str, torch.Tensor] = {}
         with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, keeping(kept, name)) for name in names]):
-            _, kv = bridge(ids, attention_mask=mask, position_ids=positions, return_type="logits_and_cache")
+            _, kv = logits_and_cache(bridge, ids, attention_mask=mask, position_ids=positions)
         if set(kept) != set(names) or kv is None:
             return False
         real = mask.bool()
-        mid, out, post = (kept[name][real] for name in names)
-        if not torch.allclose(mid + out, post, atol=1e-5, rtol=1e-4):
+        before = sum(kept[name][real] for name in before_mlp)
+        out, post = kept[self.target.value_hook][real], kept[post_name][real]
+        # δ added to the MLP output reaches the block's output unchanged only when the output
+        # is (residual before the MLP) + (MLP output): not so with a norm after the MLP.
+        if not torch.allclose(before + out, post, atol=1e-5, rtol=1e-4):
             return False
         self.first = first
         self.mask = mask
         self.suffix_positions = positions[:, first:]
-        self.block_output = kept[names[2]][:, first:]
+        self.block_output = kept[post_name][:, first:]
         self.kv = kv
         self.needed_local = self.needed_pos - self.edit_pos[:, None]
         return True

@@ -13,6 +13,7 @@ from typing import cast
 import torch
 
 from ..errors import InputError
+from ..models.shape import expert_count
 
 
 @dataclass
@@ -64,6 +65,12 @@ def check_layer(model, layer: int) -> int:
 def mlp_output(model, layer: int) -> MlpOutput:
     """The output projection of layer's MLP, or InputError for architectures ROME cannot edit."""
     check_layer(model, layer)
+    experts = expert_count(model.bridge)
+    if experts:
+        raise InputError(
+            f"{model.name}'s MLPs are a mixture of {experts} experts chosen by a router per token: there is no single MLP output matrix for a rank-one edit.",
+            "edit a model with dense MLPs (GPT-2, Pythia, Llama, Gemma, Qwen, ...); editing one expert is not supported",
+        )
     try:
         wrapper = model.bridge.blocks[layer].mlp.out
         module = wrapper.original_component

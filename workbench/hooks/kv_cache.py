@@ -78,6 +78,16 @@ def kv_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return tensors
 
 
+def logits_and_cache(bridge, ids: torch.Tensor, **kwargs):
+    """A whole pass's logits and an HF cache of every position. The cache is made here, not
+    from the model's config: a config-made cache keeps only the last `sliding_window`
+    positions of sliding-window layers (Mistral, Gemma 2 and 3), and a prefix cannot be cut
+    from that. The attention masks still apply each layer's window."""
+    from transformers import DynamicCache
+
+    return bridge(ids, past_key_values=DynamicCache(), return_type="logits_and_cache", **kwargs)
+
+
 def prefix_cache(kv, length: int, copies: int = 1):
     """A new HF cache with the first `length` positions of `kv` (an HF cache of an earlier
     pass), its rows tiled `copies` times; None when there is no prefix. kv stays intact."""
@@ -117,7 +127,7 @@ def _probe(bridge) -> str | None:
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (2, _PROBE_TOKENS), generator=generator).to(device)
     with torch.no_grad():
-        whole, kv = bridge(ids, return_type="logits_and_cache")
+        whole, kv = logits_and_cache(bridge, ids)
         try:
             tensors = kv_tensors(kv)
         except KVCacheUnsupported:

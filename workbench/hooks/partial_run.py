@@ -38,6 +38,23 @@ def select_hook(select: Callable[[torch.Tensor], torch.Tensor]):
     return ("unembed.hook_in", lambda activation, hook=None: select(activation))
 
 
+def decode_residual(bridge, residual: torch.Tensor) -> torch.Tensor:
+    """Logits of a residual stream [batch, pos, d_model] made the way the model's own output
+    is: final norm, unembedding, then the family's transform of the logits (Gemma 2's final
+    soft cap, Granite's and Cohere's scaling), which TransformerLens applies after the
+    unembedding module, so `unembed(ln_final(x))` alone misses it."""
+    return output_logits(bridge, bridge.unembed(bridge.ln_final(residual)))
+
+
+def output_logits(bridge, logits: torch.Tensor) -> torch.Tensor:
+    """The family's transform of the unembedding's output (identity for most families)."""
+    transform = getattr(getattr(bridge, "adapter", None), "apply_output_logits_transform", None)
+    if transform is not None:
+        return transform(logits)
+    cap = getattr(bridge.cfg, "output_logits_soft_cap", None)  # TransformerLens before the adapter hook
+    return torch.tanh(logits / cap) * cap if cap and cap > 0 else logits
+
+
 def logits_from_layer(
     bridge,
     residual: torch.Tensor,
@@ -57,7 +74,7 @@ def logits_from_layer(
     """
     if start >= len(bridge.blocks):
         normed = bridge.ln_final(residual)
-        return bridge.unembed(select(normed) if select is not None else normed)
+        return output_logits(bridge, bridge.unembed(select(normed) if select is not None else normed))
     hooks = list(fwd_hooks)
     if select is not None:
         hooks.append(select_hook(select))

@@ -9,6 +9,7 @@ from ..errors import ModelLoadError
 from ..paths import lab_models_dir
 from .gguf_cache import converted_folder, embedded_gguf_path, is_converted
 from .specs import LAB_PREFIX, lab_model_names
+from .zoo import FAMILIES, ZOO_PREFIX, zoo_folder
 
 
 @dataclass(frozen=True)
@@ -58,5 +59,13 @@ def _hub_cache_entries() -> list[CatalogEntry]:
     return entries
 
 
+def _zoo_entries() -> list[CatalogEntry]:
+    entries = []
+    for name, family in FAMILIES.items():
+        state = "built" if (zoo_folder(name) / "zoo.json").is_file() else "built on first use (~1 s)"
+        entries.append(CatalogEntry(ZOO_PREFIX + name, "zoo", f"tiny random-weight {family.model_class} ({state}): {family.features}"))
+    return entries
+
+
 def available_models() -> list[CatalogEntry]:
-    return _embedded_entries() + _lab_entries() + _hub_cache_entries()
+    return _embedded_entries() + _lab_entries() + _zoo_entries() + _hub_cache_entries()

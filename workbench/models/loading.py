@@ -19,6 +19,7 @@ from ..errors import InputError, ModelLoadError
 from .fingerprint import fingerprint_model, model_weights
 from .gguf_cache import convert_gguf, embedded_gguf_path
 from .specs import ModelSource, parse_spec
+from .zoo import build_zoo_model
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -248,6 +249,8 @@ def load_hf_model(spec: str, dtype: str = "float32"):
         elif source.kind == "gguf":
             folder = convert_gguf(Path(source.location))
             model, tokenizer = _load_hf(str(folder), torch_dtype, local_only=True)
+        elif source.kind == "zoo":
+            model, tokenizer = _load_hf(str(build_zoo_model(source.location)), torch_dtype, local_only=True)
         elif source.kind in ("lab", "folder"):
             model, tokenizer = _load_hf(source.location, torch_dtype, local_only=True)
         else:

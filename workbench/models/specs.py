@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import ModelLoadError
 from ..paths import lab_models_dir
+from .zoo import FAMILIES, ZOO_PREFIX
 
 EMBEDDED_NAMES = ("smollm2", "smollm2-135m-instruct")
 DEFAULT_MODEL = EMBEDDED_NAMES[0]  # what the command line and the app load when no model is named
@@ -17,7 +18,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model comes from. kind is one of: embedded, lab, hub, folder, gguf."""
+    """Where a model comes from. kind is one of: embedded, lab, zoo, hub, folder, gguf."""
 
     kind: str
     spec: str
@@ -27,7 +28,7 @@ class ModelSource:
     def display_name(self) -> str:
         if self.kind == "embedded":
             return "SmolLM2-135M-Instruct"
-        if self.kind == "lab":
+        if self.kind in ("lab", "zoo"):
             return self.spec
         if self.kind in ("folder", "gguf"):
             return Path(self.location).name
@@ -55,6 +56,11 @@ def parse_spec(spec: str) -> ModelSource:
             known = ", ".join(LAB_PREFIX + n for n in lab_model_names()) or "none found"
             raise ModelLoadError(f"Unknown lab model {spec!r}.", f"lab models shipped in assets/lab: {known}")
         return ModelSource("lab", spec, str(folder))
+    if spec.startswith(ZOO_PREFIX):
+        family = spec[len(ZOO_PREFIX):]
+        if family not in FAMILIES:
+            raise ModelLoadError(f"Unknown zoo model {spec!r}.", f"zoo models (tiny, random weights, built on first use): {', '.join(ZOO_PREFIX + f for f in FAMILIES)}")
+        return ModelSource("zoo", spec, family)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
