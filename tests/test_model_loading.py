@@ -140,3 +140,28 @@ def test_unknown_device_and_dtype_are_clear_errors():
 def test_cuda_without_gpu_is_a_clear_error():
     with pytest.raises(ModelLoadError, match="CUDA"):
         load_model("lab:induction", device="cuda")
+
+
+def test_a_model_that_cannot_fit_is_refused_before_any_weight_is_read(tmp_path):
+    # Llama-3.1-70B's shapes, no weights: the estimate comes from the config alone.
+    from transformers import LlamaConfig
+
+    folder = tmp_path / "llama-70b-config-only"
+    LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, vocab_size=128256).save_pretrained(folder)
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError) as refused:
+        load_model(str(folder), dtype="bfloat16")
+    message = str(refused.value)
+    assert "70.55 B parameters" in message and "131.4 GiB of weights in bfloat16" in message and "GiB of memory is free" in message
+    assert "WORKBENCH_SKIP_MEMORY_CHECK" in message and time.perf_counter() - started < 30
+    with pytest.raises(ModelLoadError, match="load it in bfloat16"):
+        load_model(str(folder), dtype="float32")
+
+
+@pytest.mark.parametrize("spec", ["lab:induction", "zoo:llama", "zoo:mixtral"])
+def test_the_parameter_estimate_counts_what_loads(spec):
+    from workbench.models.loading import load_hf_model
+    from workbench.models.memory import parameter_count
+
+    _, hf, _ = load_hf_model(spec)  # before the bridge wraps it (which splits fused weights)
+    assert parameter_count(hf.config) == sum(p.numel() for p in {id(p): p for p in hf.parameters()}.values())

@@ -402,7 +402,9 @@ class AnalysisPanel(QWidget):
         short = prompt if len(prompt) <= 40 else prompt[:39] + "…"
         on_prompt = f" on {short!r}" if prompt else ""
         reused = ", activations from the store" if meta.reused_activations else ""
-        return f"{meta.model_name or meta.model_spec}{on_prompt} in {meta.seconds:.2f} s{reused}"
+        # Half precision changes the numbers (the model itself computes differently), so say so.
+        half = f" · computed in {meta.dtype} (half precision: expect small differences from float32)" if meta.half_precision else ""
+        return f"{meta.model_name or meta.model_spec}{on_prompt} in {meta.seconds:.2f} s{reused}{half}"
 
     def inputs_changed(self) -> None:
         """The host's prompt or model changed: an input error said before (no prompt, no

@@ -42,7 +42,9 @@ def decode_residual(bridge, residual: torch.Tensor) -> torch.Tensor:
     """Logits of a residual stream [batch, pos, d_model] made the way the model's own output
     is: final norm, unembedding, then the family's transform of the logits (Gemma 2's final
     soft cap, Granite's and Cohere's scaling), which TransformerLens applies after the
-    unembedding module, so `unembed(ln_final(x))` alone misses it."""
+    unembedding module, so `unembed(ln_final(x))` alone misses it. A residual read back from
+    the store (float32) is cast to the model's dtype first (bfloat16 and float16 models)."""
+    residual = residual.to(next(bridge.parameters()).dtype)
     return output_logits(bridge, bridge.unembed(bridge.ln_final(residual)))
 
 

@@ -238,23 +238,41 @@ def _tokenizer_prepends_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == bos
 
 
-def load_hf_model(spec: str, dtype: str = "float32"):
+def _check_memory(name: str, location: str, torch_dtype: torch.dtype, device: str, local_only: bool = True) -> None:
+    """Refuse before reading any weight when the model cannot fit (workbench.models.memory).
+    The weights pass through main memory on their way to a GPU, so both are checked."""
+    from transformers import AutoConfig
+
+    from .memory import check_fits
+
+    try:
+        config = AutoConfig.from_pretrained(location, local_files_only=local_only)
+    except (OSError, ValueError):
+        return  # no config to read yet (a Hub model not downloaded): loading says what is wrong
+    check_fits(name, config, torch_dtype, "cpu")
+    if device.startswith("cuda"):
+        check_fits(name, config, torch_dtype, device)
+
+
+def load_hf_model(spec: str, dtype: str = "float32", device: str = "cpu"):
     """The Hugging Face model and tokenizer behind a spec, before bridging."""
     source = parse_spec(spec)
     torch_dtype = _check_dtype(dtype)
     try:
-        if source.kind == "embedded":
-            folder = convert_gguf(embedded_gguf_path())
-            model, tokenizer = _load_hf(str(folder), torch_dtype, local_only=True)
-        elif source.kind == "gguf":
-            folder = convert_gguf(Path(source.location))
-            model, tokenizer = _load_hf(str(folder), torch_dtype, local_only=True)
-        elif source.kind == "zoo":
-            model, tokenizer = _load_hf(str(build_zoo_model(source.location)), torch_dtype, local_only=True)
-        elif source.kind in ("lab", "folder"):
-            model, tokenizer = _load_hf(source.location, torch_dtype, local_only=True)
-        else:
+        if source.kind in ("hub",):
+            _check_memory(source.display_name, source.location, torch_dtype, device)
             model, tokenizer = _load_hub(source.location, torch_dtype)
+        else:
+            if source.kind == "embedded":
+                folder = str(convert_gguf(embedded_gguf_path()))
+            elif source.kind == "gguf":
+                folder = str(convert_gguf(Path(source.location)))
+            elif source.kind == "zoo":
+                folder = str(build_zoo_model(source.location))
+            else:  # lab, folder
+                folder = source.location
+            _check_memory(source.display_name, folder, torch_dtype, device)
+            model, tokenizer = _load_hf(folder, torch_dtype, local_only=True)
     except ModelLoadError:
         raise
     except pickle.UnpicklingError as exc:
@@ -274,7 +292,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
 
     started = time.perf_counter()
     device = _check_device(device)
-    source, hf_model, tokenizer = load_hf_model(spec, dtype)
+    source, hf_model, tokenizer = load_hf_model(spec, dtype, device)
     fingerprint = fingerprint_model(hf_model)
     weight_names = tuple(sorted(model_weights(hf_model)))
     prepends_bos = _tokenizer_prepends_bos(tokenizer)

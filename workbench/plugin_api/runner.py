@@ -68,6 +68,8 @@ def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | 
         seconds=round(time.perf_counter() - started, 3),
         reused_activations=ctx.reused_activations,
         versions=_versions(),
+        device=str(model.device),
+        dtype=str(model.dtype),
     )
     yield Progress(1, 1, "done")
     return result

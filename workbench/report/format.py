@@ -40,5 +40,8 @@ def provenance_rows(entry, report) -> list[tuple[str, str]]:
         rows.append(("prompts", " | ".join(meta.prompts) if meta.prompts else "(none)"))
     if meta.prepend_bos is not None:
         rows.append(("BOS", "prepended" if meta.prepend_bos else "not prepended"))
+    if meta.dtype:
+        half = " (half precision: the model computes slightly differently than in float32)" if meta.half_precision else ""
+        rows.append(("computed on", f"{meta.device or 'cpu'}, {meta.dtype}{half}"))
     rows.append(("result kind", result.kind))
     return rows

@@ -66,6 +66,12 @@ class ResultMeta:
     reused_activations: bool = False
     versions: dict[str, str] = field(default_factory=dict)
     query: str = ""  # set when a query (a drill-down) made this result from another one
+    device: str = ""  # where the model ran: cpu, cuda, cuda:1, mps
+    dtype: str = ""  # the model's weights: float32, bfloat16 or float16
+
+    @property
+    def half_precision(self) -> bool:
+        return self.dtype in ("bfloat16", "float16")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), default=_json_default)
