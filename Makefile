@@ -12,7 +12,7 @@ LOCK_PYTHON := 3.11
 PIP_TOOLS  := pip-tools==7.7.0
 TORCH_LOCKED = $(shell sed -n 's/^torch==\([^ ]*\).*/\1/p' $(LOCK))
 
-.PHONY: setup run run-headless check test test-fast test-latest lock doctor bench clean
+.PHONY: bench-scaling setup run run-headless check test test-fast test-latest lock doctor bench clean
 
 $(STAMP): $(LOCK) $(MODEL_LOCK) pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LOCK_PYTHON)".split("."))))' || { \
@@ -95,6 +95,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_causal_trace.py
 	$(BIN)/python benchmarks/bench_patching.py
 	$(BIN)/python benchmarks/bench_rome.py
+
+# Load time, peak memory and analysis time against model size (135M to 8B, random weights,
+# bfloat16; about 25 minutes and 16 GB of disk here) and prompt length: docs/benchmarks/.
+bench-scaling: $(STAMP)
+	$(BIN)/python benchmarks/bench_scaling.py --tokens 16,64,256,1024,4096
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock out build *.egg-info
