@@ -92,7 +92,8 @@ def build_in_child(name: str, dtype: str) -> Path:
     system before the measuring process loads the model, not kept by this one's allocator."""
     folder = model_folder(name, dtype)
     if not ((folder / "config.json").is_file() and any(folder.glob("*.safetensors"))):
-        code = "import sys; sys.path.insert(0, %r); from benchmarks.bench_scaling import build; build(%r, %r)" % (str(Path(__file__).resolve().parent.parent), name, dtype)
+        root = str(Path(__file__).resolve().parent.parent)
+        code = f"import sys; sys.path.insert(0, {root!r}); from benchmarks.bench_scaling import build; build({name!r}, {dtype!r})"
         subprocess.run([sys.executable, "-c", code], check=True)
     return folder
 
@@ -179,10 +180,11 @@ def measure(folder: str, dtype: str, n_tokens: int, which: list[str]) -> dict:
 
 
 def run_child(folder: Path, dtype: str, n_tokens: int, which: list[str]) -> dict:
+    root = str(Path(__file__).resolve().parent.parent)
     code = (
-        "import json, sys; sys.path.insert(0, %r); from benchmarks.bench_scaling import measure; "
-        "print('RESULT ' + json.dumps(measure(%r, %r, %d, %r)))"
-    ) % (str(Path(__file__).resolve().parent.parent), str(folder), dtype, n_tokens, which)
+        f"import json, sys; sys.path.insert(0, {root!r}); from benchmarks.bench_scaling import measure; "
+        f"print('RESULT ' + json.dumps(measure({str(folder)!r}, {dtype!r}, {n_tokens:d}, {which!r})))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     for line in done.stdout.splitlines():
         if line.startswith("    "):
