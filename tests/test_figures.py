@@ -89,3 +89,13 @@ def test_heatmap_token_labels_show_their_leading_space():
     labels = re.findall(r">([^<>]*)</text>", svg)
     assert "␣E" in labels and "␣Tower*" in labels and "Tower" in labels and "∅" in labels
     assert "head 3" in labels  # a name with spaces only inside stays as it is
+
+
+def test_cells_that_print_tokens_are_wide_enough_to_read_them():
+    # A 31-layer logit lens: square cells were 17 px wide and cut every token to a letter.
+    values = np.random.default_rng(0).random((31, 10))
+    tokens = [[" Paris"] * 10 for _ in range(31)]
+    svg = heatmap(values, cell_text=tokens, x_labels=[f"t{i}" for i in range(10)], y_labels=[f"L{i}" for i in range(31)])
+    widths = {float(w) for w in re.findall(r"<rect x='[^']*' y='[^']*' width='([\d.]+)' height='[\d.]+' fill='#\w+'><title>", svg)}
+    assert min(widths) >= 50  # about 64 px: room for a short word
+    assert "␣Paris" in svg  # printed whole, not cut to "␣…"

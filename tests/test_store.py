@@ -254,3 +254,27 @@ def test_format_1_stores_still_read_and_take_new_runs(lab_model, tmp_path):
         assert old.complete and new.complete
         assert new.dataset("blocks.1.attn.hook_pattern").attrs["storage"] == "ragged"
         np.testing.assert_array_equal(old.read("blocks.1.hook_resid_post", 0).shape, (10, lab_model.cfg.d_model))
+
+
+def test_activations_stream_to_disk_from_the_first_batch(lab_model, tmp_path, monkeypatch):
+    # The run's datasets are made from a two-token probe pass, so no batch waits in memory
+    # for the structure (a 4,000-token prompt's every attention layer did: 6 GiB).
+    from workbench.store.writer import RunWriter
+
+    structures: list[list] = []
+    original = RunWriter._create_structure
+
+    def spy(self, items):
+        structures.append(items)
+        return original(self, items)
+
+    monkeypatch.setattr(RunWriter, "_create_structure", spy)
+    prompts = ["t1 t2 t3 t4 t5 t6 t1 t2 t3", "t7 t8 t9 t7 t8"]
+    run_to_completion(capture_activations(lab_model, prompts, ["residual", "attention"], tmp_path / "s.h5", batch_size=1))
+    assert len(structures) == 1 and all(item.prompt_indices == [] for item in structures[0])  # probe samples only
+    with ActivationStore(tmp_path / "s.h5") as store:
+        run = store.run()
+        for index, prompt in enumerate(prompts):
+            expected = reference_cache(lab_model, prompt, run.hooks)
+            for name in run.hooks:
+                np.testing.assert_array_equal(run.read(name, index), expected[name])

@@ -138,46 +138,55 @@ def capture_activations(
     pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
     device = next(model.bridge.parameters()).device
     done = 0
+
+    def run_batch(indices: list[int], lengths: list[int], sink) -> None:
+        """One forward pass over the prompts at indices (cut to lengths), each hook's
+        activations handed to sink(name, canonical, axes, indices, lengths, array, layout)."""
+        width = max(lengths)
+        batch = torch.full((len(indices), width), pad_id, dtype=torch.long)
+        for row, i in enumerate(indices):
+            batch[row, : lengths[row]] = torch.tensor(token_lists[i][: lengths[row]])
+        fired: set[str] = set()
+
+        def make_hook(spec: HookSpec):
+            def store_hook(tensor, hook):
+                if tensor.shape[0] != len(indices):
+                    raise HookError(
+                        f"Hook {spec.name} gives one tensor for the whole batch (shape {tuple(tensor.shape)}), not one per prompt.",
+                        "leave it out of --hooks",
+                    )
+                tensor = tensor.detach()
+                layout = LAYOUT_DENSE
+                if causal and spec.name.endswith("hook_pattern"):
+                    rows, cols = _tril_indices(tensor.shape[-1], tensor.device)
+                    tensor, layout = tensor[..., rows, cols], LAYOUT_LOWER_TRIANGLE
+                array = tensor.to("cpu", dtype=target_dtype, copy=True).numpy()
+                sink(spec.name, spec.canonical, _per_prompt_axes(spec, len(tensor.shape) + (layout != LAYOUT_DENSE)), indices, lengths, array, layout)
+                fired.add(spec.name)
+
+            return store_hook
+
+        # Right padding needs no attention mask: under causal attention a real
+        # token never sees the padding that follows it.
+        with torch.inference_mode():
+            model.bridge.run_with_hooks(batch.to(device), fwd_hooks=[(spec.canonical, make_hook(spec)) for spec in specs], return_type=None)
+        silent = [s.name for s in specs if s.name not in fired]
+        if silent:
+            raise HookError(
+                f"Hook point(s) {', '.join(silent)} never fired on {model.name}.",
+                "this architecture does not compute them; choose other hooks",
+            )
+
     try:
+        # A two-token probe pass gives every hook's shape, so the run's datasets exist before
+        # the first batch and its activations stream to disk as they come, instead of the
+        # whole first batch (every layer's attention of a long prompt) waiting in memory.
+        samples: list = []
+        run_batch([order[0]], [min(2, len(token_lists[order[0]]))], lambda name, canonical, axes, _i, _l, array, layout: samples.append((name, canonical, axes, layout, array)))
+        writer.declare(samples)
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
-            lengths = [len(token_lists[i]) for i in indices]
-            width = max(lengths)
-            batch = torch.full((len(indices), width), pad_id, dtype=torch.long)
-            for row, i in enumerate(indices):
-                batch[row, : lengths[row]] = torch.tensor(token_lists[i])
-            fired: set[str] = set()
-
-            def make_hook(spec: HookSpec):
-                def store_hook(tensor, hook):
-                    if tensor.shape[0] != len(indices):
-                        raise HookError(
-                            f"Hook {spec.name} gives one tensor for the whole batch (shape {tuple(tensor.shape)}), not one per prompt.",
-                            "leave it out of --hooks",
-                        )
-                    tensor = tensor.detach()
-                    layout = LAYOUT_DENSE
-                    if causal and spec.name.endswith("hook_pattern"):
-                        rows, cols = _tril_indices(tensor.shape[-1], tensor.device)
-                        tensor, layout = tensor[..., rows, cols], LAYOUT_LOWER_TRIANGLE
-                    array = tensor.to("cpu", dtype=target_dtype, copy=True).numpy()
-                    writer.put(spec.name, spec.canonical, _per_prompt_axes(spec, len(tensor.shape) + (layout != LAYOUT_DENSE)), indices, lengths, array, layout)
-                    fired.add(spec.name)
-
-                return store_hook
-
-            # Right padding needs no attention mask: under causal attention a real
-            # token never sees the padding that follows it.
-            with torch.inference_mode():
-                model.bridge.run_with_hooks(
-                    batch.to(device), fwd_hooks=[(spec.canonical, make_hook(spec)) for spec in specs], return_type=None
-                )
-            silent = [s.name for s in specs if s.name not in fired]
-            if silent:
-                raise HookError(
-                    f"Hook point(s) {', '.join(silent)} never fired on {model.name}.",
-                    "this architecture does not compute them; choose other hooks",
-                )
+            run_batch(indices, [len(token_lists[i]) for i in indices], writer.put)
             writer.end_batch()
             done += len(indices)
             yield Progress(done, len(order), f"{done}/{len(order)} prompts")

@@ -128,9 +128,14 @@ def heatmap(
     if cell is None:
         cell = min(28.0, (max_width - left - colorbar_width) / max(cols, 1), 520.0 / max(rows, 1))
         cell = cell if raster else max(4.0, cell)
+    cw = ch = cell
+    if cell_text is not None and not raster:
+        # Cells that print a token are as wide as a short word fits (up to 64 px), not square:
+        # square cells of a 31-layer logit lens were 17 px wide, too narrow to read a token.
+        cw = max(ch, min(64.0, (max_width - left - colorbar_width) / max(cols, 1)))
     # Wide enough for the title too: a narrow map would clip it.
-    width = max(left + cols * cell + colorbar_width, left + 7.8 * len(title) + 10)
-    height = top + rows * cell + label_height
+    width = max(left + cols * cw + colorbar_width, left + 7.8 * len(title) + 10)
+    height = top + rows * ch + label_height
     out = [
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width:.0f}' height='{height:.0f}' viewBox='0 0 {width:.1f} {height:.1f}' {FONT} font-size='11'>",
         "<rect width='100%' height='100%' fill='white'/>",
@@ -138,18 +143,18 @@ def heatmap(
     if title:
         out.append(f"<text x='{left:.1f}' y='18' font-size='13' font-weight='bold'>{escape(title)}</text>")
     if raster:
-        out.append(svg_image(colourise(_shown_blocks(data, diverging), lo, hi, colormap), left, top, cols * cell, rows * cell))
+        out.append(svg_image(colourise(_shown_blocks(data, diverging), lo, hi, colormap), left, top, cols * cw, rows * ch))
     colours = colormap_hex(np.clip((np.nan_to_num(data, nan=lo) - lo) / span, 0, 1), colormap) if not raster else []
     for r in range(rows if not raster else 0):
         for c in range(cols):
-            x, y = left + c * cell, top + r * cell
+            x, y = left + c * cw, top + r * ch
             missing = not np.isfinite(data[r, c])  # NaN: nothing to show here (a masked or future cell), not the lowest colour
             tip = f"{y_names[r]} / {x_names[c]}: {'no value' if missing else _fmt(data[r, c])}"
             out.append(
-                f"<rect x='{x:.1f}' y='{y:.1f}' width='{cell + 0.2:.1f}' height='{cell + 0.2:.1f}' fill='{NAN_HEX if missing else colours[r][c]}'><title>{escape(tip)}</title></rect>"
+                f"<rect x='{x:.1f}' y='{y:.1f}' width='{cw + 0.2:.1f}' height='{ch + 0.2:.1f}' fill='{NAN_HEX if missing else colours[r][c]}'><title>{escape(tip)}</title></rect>"
             )
-            if cell_text is not None and cell >= 16:
-                text = escape(visible_token(cell_text[r][c], max(2, int(cell / 5.5))))
+            if cell_text is not None and cw >= 16 and ch >= 11:
+                text = escape(visible_token(cell_text[r][c], max(2, int(cw / 5.5))))
             elif annotate and cell >= 22 and not missing:
                 text = _fmt(data[r, c])
             else:
@@ -157,21 +162,21 @@ def heatmap(
             # Light ink on dark cells (both ends of a diverging scale), dark ink elsewhere.
             shade = 0.5 if missing else (data[r, c] - lo) / span
             ink = "white" if (not diverging and shade < 0.55) or (diverging and abs(shade - 0.5) > 0.3) else "black"
-            out.append(f"<text x='{x + cell / 2:.1f}' y='{y + cell / 2 + 3:.1f}' font-size='8' text-anchor='middle' fill='{ink}'>{text}</text>")
-    step_y = max(1, int(np.ceil(11 / cell)))
+            out.append(f"<text x='{x + cw / 2:.1f}' y='{y + ch / 2 + 3:.1f}' font-size='8' text-anchor='middle' fill='{ink}'>{text}</text>")
+    step_y = max(1, int(np.ceil(11 / ch)))
     for r in range(0, rows, step_y):
-        out.append(f"<text x='{left - 4:.1f}' y='{top + (r + 0.5) * cell + 4:.1f}' text-anchor='end'>{escape(y_names[r])}</text>")
-    step_x = max(1, int(np.ceil(11 / cell)))
-    base = top + rows * cell + 4
+        out.append(f"<text x='{left - 4:.1f}' y='{top + (r + 0.5) * ch + 4:.1f}' text-anchor='end'>{escape(y_names[r])}</text>")
+    step_x = max(1, int(np.ceil(11 / cw)))
+    base = top + rows * ch + 4
     for c in range(0, cols, step_x):
-        x = left + (c + 0.5) * cell + 3
+        x = left + (c + 0.5) * cw + 3
         out.append(f"<text transform='translate({x:.1f},{base:.1f}) rotate(-90)' text-anchor='end'>{escape(x_names[c])}</text>")
     if x_title:
-        out.append(f"<text x='{left + cols * cell / 2:.1f}' y='{height - 4:.1f}' text-anchor='middle' font-style='italic'>{escape(x_title)}</text>")
+        out.append(f"<text x='{left + cols * cw / 2:.1f}' y='{height - 4:.1f}' text-anchor='middle' font-style='italic'>{escape(x_title)}</text>")
     if y_title:
-        mid = top + rows * cell / 2
+        mid = top + rows * ch / 2
         out.append(f"<text transform='translate(12,{mid:.1f}) rotate(-90)' text-anchor='middle' font-style='italic'>{escape(y_title)}</text>")
-    bar_x, bar_h = left + cols * cell + 14, max(60.0, min(rows * cell, 240.0))
+    bar_x, bar_h = left + cols * cw + 14, max(60.0, min(rows * ch, 240.0))
     steps = 32
     ramp = colormap_hex(np.linspace(1, 0, steps)[:, None], colormap)
     for i in range(steps):

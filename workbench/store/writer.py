@@ -123,7 +123,7 @@ class RunWriter:
         self._written: dict[str, int] = {}
         self._appenders: dict[str, ChunkAppender] = {}
         self._chunk_row_bytes = CHUNK_TARGET_BYTES
-        self._queue: queue.Queue[_Item | Literal["flush"] | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | Literal["flush"] | tuple[str, list[_Item]] | None] = queue.Queue()
         self._pending = 0
         # The first batch is held until all datasets exist (see _end_batch_on_disk);
         # the producer must not wait on the byte budget for it or it would wait forever.
@@ -187,6 +187,19 @@ class RunWriter:
         item = _Item(name, canonical, tuple(position_axes), layout, list(prompt_indices), list(lengths), array, nbytes)
         self._queue.put(item)
 
+    def declare(self, samples: list[tuple[str, str, Iterable[int], str, np.ndarray]]) -> None:
+        """Create every dataset of the run from samples of its hooks' activations (name,
+        canonical name, position axes, layout, a [1, ...] array from a short probe pass),
+        before the first batch. Without it the first batch is held in memory until all its
+        hooks have fired, which for one long prompt is every layer's attention at once."""
+        items = [_Item(name, canonical, tuple(axes), layout, [], [], array, 0) for name, canonical, axes, layout, array in samples]
+        self._queue.put(("declare", items))
+        while not self._structure_on_disk.wait(0.5):
+            if self._error is not None or not self._thread.is_alive():
+                break
+        self.raise_if_failed()
+        self._producer_in_first_batch = False
+
     def end_batch(self) -> None:
         """Ask the writer to flush to disk once everything queued so far is written.
 
@@ -216,9 +229,11 @@ class RunWriter:
                 return
             try:
                 if self._error is None:
-                    if item == "flush":
+                    if isinstance(item, tuple):  # ("declare", items): the run's structure, before any data
+                        self._create_structure(item[1])
+                    elif item == "flush":
                         self._end_batch_on_disk()
-                    elif self._first_batch is not None:
+                    elif self._first_batch is not None and not self._structure_on_disk.is_set():
                         self._first_batch.append(item)
                     else:
                         self._write(item)
@@ -230,21 +245,25 @@ class RunWriter:
                         self._pending -= item.nbytes
                         self._pending_lock.notify_all()
 
+    def _create_structure(self, items: list[_Item]) -> None:
+        # Crash safety: every dataset of the run is created, its space allocated and the
+        # metadata flushed before any data lands. Later batches then write raw chunk bytes
+        # only, so a kill at any point leaves the file's structure whole.
+        # Each dataset holds one row of chunks in memory (see appender.py); the rows of all
+        # hooks together stay within CHUNK_BUFFER_BYTES.
+        self._chunk_row_bytes = min(CHUNK_TARGET_BYTES, max(MIN_CHUNK_ROW_BYTES, CHUNK_BUFFER_BYTES // max(1, len({i.name for i in items}))))
+        try:
+            for item in items:
+                self._dataset(item)
+            self._file.flush()
+        finally:
+            self._structure_on_disk.set()
+
     def _end_batch_on_disk(self) -> None:
         if self._first_batch is not None:
-            # Crash safety: every dataset of the run is created, its space allocated and
-            # the metadata flushed before any data lands. Later batches then write raw
-            # chunk bytes only, so a kill at any point leaves the file's structure whole.
             items, self._first_batch = self._first_batch, None
-            # Each dataset holds one row of chunks in memory (see appender.py); the rows of
-            # all hooks together stay within CHUNK_BUFFER_BYTES.
-            self._chunk_row_bytes = min(CHUNK_TARGET_BYTES, max(MIN_CHUNK_ROW_BYTES, CHUNK_BUFFER_BYTES // max(1, len({i.name for i in items}))))
-            try:
-                for item in items:
-                    self._dataset(item)
-                self._file.flush()
-            finally:
-                self._structure_on_disk.set()
+            if not self._structure_on_disk.is_set():
+                self._create_structure(items)
             for item in items:
                 self._write(item)
         self._file.flush()
