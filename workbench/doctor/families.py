@@ -199,7 +199,7 @@ class FamilyChecks:
         _, _, attentions, tokens = self._hf_forward(result.tokens)
         worst = 0.0
         for layer in range(self.model.n_layers):
-            expected = _stripe_scores(attentions[layer].astype(np.float64), tokens)
+            expected = stripe_scores(attentions[layer].astype(np.float64), tokens)
             for kind, values in expected.items():
                 worst = max(worst, _compare(result.scores(kind)[layer], values, f"{kind} L{layer}"))
         return f"induction, duplicate- and previous-token scores of {self.model.n_layers * self.model.n_heads} heads equal HF's attentions (max |difference| {worst:.1e})"
@@ -377,7 +377,7 @@ def _final_norm(hf):
     raise CheckFailed(f"no final norm found in {type(base).__name__}")
 
 
-def _stripe_scores(patterns: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
+def stripe_scores(patterns: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
     """Induction, duplicate- and previous-token scores from full patterns [batch, head, q, k],
     finding earlier copies by token identity (not by the analysis' position arithmetic)."""
     batch, n_heads, seq_len, _ = patterns.shape

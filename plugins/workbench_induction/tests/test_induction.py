@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import run_cli
+from workbench.doctor.families import stripe_scores  # earlier copies found by token identity, not the analysis' position arithmetic
 from workbench.errors import InputError
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
 from workbench.progress import run_to_completion
@@ -38,26 +39,6 @@ def lab_result(plugin, lab_model):
 
 def run(plugin, model, **params):
     return run_to_completion(run_analysis(plugin, AnalysisContext(model), params))
-
-
-def stripe_scores(patterns: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndarray]:
-    """Scores from full patterns [batch, head, query, key], finding earlier copies by token identity
-    (not by the analysis' position arithmetic): an independent statement of the definitions."""
-    batch, n_heads, seq_len, _ = patterns.shape
-    sums = {"induction": np.zeros(n_heads), "duplicate_token": np.zeros(n_heads), "previous_token": np.zeros(n_heads)}
-    counts = {"induction": 0, "duplicate_token": 0, "previous_token": 0}
-    for b in range(batch):
-        row = tokens[b].tolist()
-        for q in range(1, seq_len):
-            sums["previous_token"] += patterns[b, :, q, q - 1]
-            counts["previous_token"] += 1
-            earlier = [j for j in range(q) if row[j] == row[q]]
-            if earlier:
-                sums["duplicate_token"] += patterns[b, :, q, earlier[0]]
-                sums["induction"] += patterns[b, :, q, earlier[0] + 1]
-                counts["duplicate_token"] += 1
-                counts["induction"] += 1
-    return {kind: sums[kind] / counts[kind] for kind in sums}
 
 
 def test_discovered_with_its_result_type(registry, plugin):
