@@ -139,9 +139,9 @@ def measure(folder: str, dtype: str, n_tokens: int, which: list[str]) -> dict:
     model = load_model(folder, dtype=dtype)
     out["load"] = {"seconds": time.perf_counter() - started, "peak_rss": _peak_bytes()}
     out["rss_after_imports"] = base  # Python, torch, transformers and the workbench, before any weight
-    params = sum(p.numel() for p in {p.data_ptr(): p for p in model.bridge.original_model.parameters()}.values())
-    out["parameters"] = params
-    out["weight_bytes"] = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in model.bridge.original_model.parameters()}.values())
+    unique = {p.data_ptr(): p for p in model.bridge.original_model.parameters()}.values()  # tied tensors once
+    out["parameters"] = sum(p.numel() for p in unique)
+    out["weight_bytes"] = sum(p.numel() * p.element_size() for p in unique)
     registry = discover_plugins()
     prompt = _prompt(model, n_tokens)
     out["tokens"] = len(model.tokenize(prompt))

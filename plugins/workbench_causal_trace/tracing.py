@@ -89,11 +89,10 @@ def _baselines(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, k
     hooks += [(f"blocks.{layer}.hook_resid_pre", keeping(resid_pre, f"blocks.{layer}.hook_resid_pre", copy=True)) for layer in range(n_layers)]
     hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", keeping(resid_pre, "final", copy=True)))
     parts: dict[str, torch.Tensor] = {}
-    if "mlp" in kinds or "attn" in kinds:
+    # Parallel blocks have no residual between attention and MLP, so no shortcut: nothing to keep.
+    if ("mlp" in kinds or "attn" in kinds) and not parallel_blocks(bridge):
         # Every sample's MLP outputs are reused; the other parts serve only the check (one sample).
-        # Parallel blocks have no residual between attention and MLP: no shortcut, no mid hook.
-        shortcut_parts = (("hook_mlp_out", None), ("hook_attn_out", 1)) if parallel_blocks(bridge) else (("hook_resid_mid", 1), ("hook_mlp_out", None), ("hook_attn_out", 1))
-        for part, rows in shortcut_parts:
+        for part, rows in (("hook_resid_mid", 1), ("hook_mlp_out", None), ("hook_attn_out", 1)):
             hooks += [(f"blocks.{layer}.{part}", keeping(parts, f"blocks.{layer}.{part}", rows, copy=True)) for layer in range(n_layers)]
     with bridge.hooks(fwd_hooks=hooks):
         logits, kv = logits_and_cache(bridge, ids.repeat(samples, 1))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, WorkbenchError
-from .selfcheck import CheckFailed
+from .selfcheck import CheckFailed, changed_weights, unexpected_failure, weights_snapshot
 
 PROMPT = "The Eiffel Tower is located in the city of"
 CORRUPTED = "The Colosseum is located in the city of"  # as many SmolLM2 tokens as PROMPT
@@ -102,8 +101,7 @@ class FamilyChecks:
         except (CheckFailed, WorkbenchError) as exc:
             detail, status = str(exc), "failed"
         except Exception as exc:  # where it broke, for the bug report
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            detail, status = f"{type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno})", "failed"
+            detail, status = unexpected_failure(exc), "failed"
         return Cell(self.family, analysis, status, " ".join(detail.split()), time.perf_counter() - started)
 
     # -- helpers -------------------------------------------------------------------------
@@ -267,11 +265,11 @@ class FamilyChecks:
         from ..editing.rome import RomeHparams, compute_edit
         from ..progress import run_to_completion
 
-        before = _snapshot(self.model)
+        before = weights_snapshot(self.model)
         result = self._run("rome", [], **ROME_SETTINGS)
         stack = EditStack.of(self.model)
         stack.undo()
-        changed = _changed(self.model, before)
+        changed = changed_weights(self.model, before)
         if changed:
             raise CheckFailed(f"undo left {len(changed)} parameters changed ({', '.join(changed[:3])})")
         # The defining identities, on an edit computed again with the same request and C.
@@ -296,7 +294,7 @@ class FamilyChecks:
                 raise CheckFailed(f"keys C⁻¹-orthogonal to k* changed by {spared:.2e}")
         finally:
             stack.undo()
-        changed = _changed(self.model, before)
+        changed = changed_weights(self.model, before)
         if changed:
             raise CheckFailed(f"undo left {len(changed)} parameters changed")
         p_new, p_true = result.p_after[0]
@@ -330,10 +328,10 @@ class FamilyChecks:
     def check_rome_eval(self) -> str:
         dataset = self.scratch / "counterfact-zoo.json"
         dataset.write_text(json.dumps(COUNTERFACT), encoding="utf-8")
-        before = _snapshot(self.model)
+        before = weights_snapshot(self.model)
         settings = {k: v for k, v in ROME_SETTINGS.items() if k not in ("subject", "template", "target_new")}
         result = self._run("rome-eval", [], dataset=str(dataset), **settings)
-        changed = _changed(self.model, before)
+        changed = changed_weights(self.model, before)
         if changed:
             raise CheckFailed(f"the evaluation left {len(changed)} parameters changed ({', '.join(changed[:3])})")
         if len(result.cases) != len(COUNTERFACT):
@@ -364,7 +362,7 @@ def _decoder_layers(hf, n_layers: int):
     import torch
 
     for module in hf.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers and module is not None:
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
             return list(module)
     raise CheckFailed(f"no list of {n_layers} decoder layers in {type(hf).__name__}")
 
@@ -395,16 +393,6 @@ def stripe_scores(patterns: np.ndarray, tokens: np.ndarray) -> dict[str, np.ndar
                 counts["duplicate_token"] += 1
                 counts["induction"] += 1
     return {kind: sums[kind] / max(counts[kind], 1) for kind in sums}
-
-
-def _snapshot(model) -> dict:
-    return {name: p.detach().clone() for name, p in model.bridge.original_model.named_parameters()}
-
-
-def _changed(model, before: dict) -> list[str]:
-    import torch
-
-    return [name for name, p in model.bridge.original_model.named_parameters() if not torch.equal(p, before[name])]
 
 
 def family_matrix(families: list[str] | None = None, analyses: list[str] | None = None, report: Callable[[Cell], None] = lambda cell: None) -> list[Cell]:

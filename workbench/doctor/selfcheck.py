@@ -170,8 +170,7 @@ class SelfCheck:
         from ..progress import run_to_completion
 
         model = self._loaded()
-        weights = model.bridge.original_model.state_dict()
-        before = {name: tensor.detach().clone() for name, tensor in weights.items()}
+        before = weights_snapshot(model)
         fingerprint = model.fingerprint
         plugin = discover_plugins().get("rome")
         params = dict(ROME_SETTINGS, corpus=str(_lab_corpus(cache_dir())))
@@ -185,7 +184,7 @@ class SelfCheck:
                 raise CheckFailed("the edit left the weights unchanged")
         finally:
             stack.undo()
-        changed = [name for name, tensor in model.bridge.original_model.state_dict().items() if not torch_equal(tensor, before[name])]
+        changed = changed_weights(model, before)
         if changed or model.fingerprint != fingerprint:
             raise CheckFailed(f"undo left {len(changed)} weight tensors changed ({', '.join(changed[:3])})")
         return (
@@ -194,10 +193,22 @@ class SelfCheck:
         )
 
 
-def torch_equal(a, b) -> bool:
+def weights_snapshot(model) -> dict:
+    """A copy of every tensor of the model's state (parameters and buffers)."""
+    return {name: tensor.detach().clone() for name, tensor in model.bridge.original_model.state_dict().items()}
+
+
+def changed_weights(model, before: dict) -> list[str]:
+    """Names of the tensors that are not bit for bit what weights_snapshot saw."""
     import torch
 
-    return bool(torch.equal(a, b))
+    return [name for name, tensor in model.bridge.original_model.state_dict().items() if not torch.equal(tensor, before[name])]
+
+
+def unexpected_failure(exc: BaseException) -> str:
+    """A bug's one-line account for a report: its type, message and where it broke."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno})"
 
 
 def _lab_corpus(cache: Path) -> Path:
@@ -222,6 +233,5 @@ def _timed(name: str, step: Callable[[], str]) -> StepOutcome:
     except (CheckFailed, WorkbenchError) as exc:
         detail, status = str(exc), "failed"
     except Exception as exc:  # a bug report needs where it broke, not only that it did
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        detail, status = f"{type(exc).__name__}: {exc} (at {Path(frame.filename).name}:{frame.lineno})", "failed"
+        detail, status = unexpected_failure(exc), "failed"
     return StepOutcome(name, status, time.perf_counter() - started, detail)

@@ -149,19 +149,19 @@ def _run(app, args, screenshot) -> int:
         prompt = getattr(args, "gui_prompt", None)
         panel = getattr(args, "gui_panel", None)
         workspace = getattr(args, "gui_workspace", None)
+        size = getattr(args, "gui_window_size", None) or ((1400, 880) if screenshot else None)
+        if size:
+            window.resize(*size)
         if screenshot:
             from ..models.specs import DEFAULT_MODEL
             from .screenshot import ScreenshotScript
 
             if (panel or prompt) and not model and not workspace:
                 model = DEFAULT_MODEL
-            window.resize(*(getattr(args, "gui_window_size", None) or (1400, 880)))
             script = ScreenshotScript(window, screenshot, model=model, prompt=prompt, panel=panel, workspace=workspace,
                                       panel_params=getattr(args, "gui_panel_params", None))
             QTimer.singleShot(0, script.start)  # after exec() starts, so an early exit() is not lost
         else:
-            if getattr(args, "gui_window_size", None):
-                window.resize(*args.gui_window_size)
             _start_session(window, model, prompt, panel, workspace, run=bool(getattr(args, "gui_run", False)), panel_params=getattr(args, "gui_panel_params", None))
         _let_python_handle_ctrl_c(app, window)
         window.show()

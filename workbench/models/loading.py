@@ -238,7 +238,7 @@ def _tokenizer_prepends_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == bos
 
 
-def _check_memory(name: str, location: str, torch_dtype: torch.dtype, device: str, local_only: bool = True) -> None:
+def _check_memory(name: str, location: str, torch_dtype: torch.dtype, device: str) -> None:
     """Refuse before reading any weight when the model cannot fit (workbench.models.memory).
     The weights pass through main memory on their way to a GPU, so both are checked."""
     from transformers import AutoConfig
@@ -246,7 +246,7 @@ def _check_memory(name: str, location: str, torch_dtype: torch.dtype, device: st
     from .memory import check_fits
 
     try:
-        config = AutoConfig.from_pretrained(location, local_files_only=local_only)
+        config = AutoConfig.from_pretrained(location, local_files_only=True)
     except (OSError, ValueError):
         return  # no config to read yet (a Hub model not downloaded): loading says what is wrong
     check_fits(name, config, torch_dtype, "cpu")
@@ -259,7 +259,7 @@ def load_hf_model(spec: str, dtype: str = "float32", device: str = "cpu"):
     source = parse_spec(spec)
     torch_dtype = _check_dtype(dtype)
     try:
-        if source.kind in ("hub",):
+        if source.kind == "hub":
             _check_memory(source.display_name, source.location, torch_dtype, device)
             model, tokenizer = _load_hub(source.location, torch_dtype)
         else:

@@ -43,14 +43,7 @@ def parameter_count(config) -> int:
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    # Tied embeddings are one tensor: count each storage once.
-    seen: set[int] = set()
-    total = 0
-    for parameter in model.parameters():
-        if id(parameter) not in seen:
-            seen.add(id(parameter))
-            total += parameter.numel()
-    return total
+    return sum(parameter.numel() for parameter in model.parameters())  # a tied tensor is listed once
 
 
 def available_bytes(device: str) -> tuple[int | None, str]:
