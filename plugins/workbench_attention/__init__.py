@@ -10,10 +10,11 @@ plugin = Plugin(
     id="attention",
     name="Attention maps",
     version="1.0.0",
-    api_version="1.1",
+    api_version="1.2",
     description="Attention patterns of every head: an overview grid, one head's destination x source map, and a token-centred view.",
     analysis=Analysis(
         run="workbench_attention.analysis:run",
+        cost="workbench_attention.analysis:cost",
         params=[
             Int("layer", default=0, minimum=0, help="layer of the head shown in full"),
             Int("head", default=0, minimum=0, help="query head shown in full (grouped-query models: query heads, not KV heads)"),

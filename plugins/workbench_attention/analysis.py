@@ -13,7 +13,7 @@ import numpy as np
 
 from workbench.errors import InputError
 from workbench.hooks.names import pattern_hooks
-from workbench.plugin_api import AnalysisContext, Progress
+from workbench.plugin_api import AnalysisContext, Cost, Progress
 from workbench.progress import sub_job
 
 from .patterns import AVERAGES, SCALES, THUMBNAIL_SIZE, block_average, block_edges, first_column_blocks, head_statistics, position_labels, resolve_position
@@ -137,3 +137,8 @@ def run(
         # The same destination index when the second prompt has it, else its last token.
         result.compare_destination = dest if dest < len(other_tokens) else len(other_tokens) - 1
     return result
+
+
+def cost(ctx: AnalysisContext, **params) -> Cost:
+    """One forward pass of the prompt; the patterns it stores grow as layers × heads × tokens²."""
+    return Cost(((1, len(ctx.tokens(0))),), "tokens + layers × heads × tokens² (the patterns)")

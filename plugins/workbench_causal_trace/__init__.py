@@ -15,13 +15,14 @@ plugin = Plugin(
     provides={"causal_trace": "workbench_causal_trace.tracing:causal_trace"},  # used by rome to choose the edited layer
     name="Causal tracing",
     version="1.0.0",
-    api_version="1.1",
+    api_version="1.2",
     description=(
         "Noises the subject's token embeddings and restores one clean state at a time (residual stream, "
         "MLP or attention output at each token and layer) to find the states that carry a fact."
     ),
     analysis=Analysis(
         run="workbench_causal_trace.analysis:run",
+        cost="workbench_causal_trace.analysis:cost",
         params=[
             Text("subject", default="", allow_empty=False, help="the subject as written in the prompt, e.g. The Eiffel Tower"),
             Text("target", default="", help="the answer to trace; empty: the model's top next token. Several tokens are scored as the product of their teacher-forced probabilities"),

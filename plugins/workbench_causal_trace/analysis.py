@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from workbench.plugin_api import AnalysisContext, Progress
+from workbench.plugin_api import AnalysisContext, Cost, Progress
 from workbench.progress import sub_job
 
 from .noise import subject_noise
@@ -49,3 +49,25 @@ def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: in
         scores=np.stack([scores[kind] for kind in chosen]).astype(np.float32),
         seconds={kind: round(float(seconds[kind]), 3) for kind in chosen},
     )
+
+
+def cost(ctx: AnalysisContext, subject: str = "", target: str = "", kinds: str = "all", samples: int = 10, window: int = 10, method: str = "fast", **params) -> Cost:
+    """Every (token, layer) cell runs the noised samples. The reference runs the whole prompt
+    through every layer per cell, for every token; the fast path skips the tokens before the subject (the
+    noise has not reached them), restarts at the restored layer and runs only the positions
+    from the restored token on."""
+    model = ctx.model
+    n_layers = model.n_layers
+    request = build_request(model, ctx.prompt, ctx.tokens(0), subject, target)
+    tokens, first = request.n_tokens, request.subject_range[0]
+    chosen = KINDS if kinds == "all" else (kinds,)
+    baselines = (samples + 1, tokens)  # the clean run and the noised samples
+    if method == "reference":
+        # Every cell, the clean row with the samples, as in the paper's code.
+        return Cost((baselines, (len(chosen) * tokens * n_layers * (samples + 1), tokens)), "kinds × layers × samples × tokens² (one pass of the prompt per cell)")
+    # Cell (t, l): the samples × (tokens - t) positions through the layers from the first one
+    # restored on (l for the residual, the window's start for MLP and attention outputs).
+    half = window // 2
+    layers_run = sum((n_layers - (layer if kind == "resid" else max(0, layer - half))) / n_layers for kind in chosen for layer in range(n_layers))
+    passes = tuple((samples * layers_run, tokens - t) for t in range(first, tokens))
+    return Cost((baselines, *passes), "kinds × layers² × samples × tokens² (suffix passes from each cell)")

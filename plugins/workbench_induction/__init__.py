@@ -12,7 +12,7 @@ plugin = Plugin(
     id="induction",
     name="Induction heads",
     version="1.0.0",
-    api_version="1.0",
+    api_version="1.2",
     description=(
         "Scores every attention head as an induction, previous-token and duplicate-token head on "
         "repeated random tokens, and ablates the top heads to measure how much the model's "
@@ -20,6 +20,7 @@ plugin = Plugin(
     ),
     analysis=Analysis(
         run="workbench_induction.analysis:run",
+        cost="workbench_induction.analysis:cost",
         needs_prompt=False,
         params=[
             Int(

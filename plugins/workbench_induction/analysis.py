@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.errors import InputError
-from workbench.plugin_api import AnalysisContext, Progress
+from workbench.plugin_api import AnalysisContext, Cost, Progress
 
 from .result import SCORE_KINDS, InductionResult
 
@@ -363,3 +363,15 @@ def run(ctx: AnalysisContext, length: int = 0, batch: int = 8, seed: int = 0, to
         seconds_scores=round(seconds_scores, 3),
         seconds_ablation=round(seconds_ablation, 3),
     )
+
+
+def cost(ctx: AnalysisContext, length: int = 0, batch: int = 8, top_n: int = 3, ablation: str = "both", **params) -> Cost:
+    """One batched pass over the random sequences, then one per ablated head and ablation kind
+    (top_n induction heads and top_n previous-token heads, fewer where they overlap).
+    Independent of the prompt."""
+    model = ctx.model
+    layout = RepeatLayout(length=length or default_length(model.n_ctx), prefix=1 if model.tokenizer_prepends_bos else 0)
+    # At most: an induction head that is also a top previous-token head is ablated once.
+    ablated = min(2 * top_n, model.n_layers * model.n_heads)
+    passes = batch * (1 + ablated * (2 if ablation == "both" else 1))
+    return Cost(((passes, layout.seq_len),), "batch × ablated heads × length² (random sequences, not the prompt)")

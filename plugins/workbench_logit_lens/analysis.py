@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from workbench.hooks.partial_run import decode_residual
-from workbench.plugin_api import AnalysisContext, Progress
+from workbench.plugin_api import AnalysisContext, Cost, Progress
 
 from .result import LogitLensResult
 
@@ -48,3 +48,10 @@ def run(ctx: AnalysisContext, top_k: int = 5, include_embeddings: bool = True):
         top_strings=[[decode(int(i)) for i in row[:, 0]] for row in top_ids_arr],
         top_k_strings=[[[decode(int(i)) for i in ranks] for ranks in row] for row in top_ids_arr],
     )
+
+
+def cost(ctx: AnalysisContext, top_k: int = 5, include_embeddings: bool = True) -> Cost:
+    """One forward pass, then every layer's residual read out through the unembedding."""
+    model, tokens = ctx.model, len(ctx.tokens(0))
+    readouts = model.n_layers + int(include_embeddings)
+    return Cost(((1, tokens),), "tokens (forward) + layers × tokens × vocabulary (readouts)", extra_flops=2.0 * readouts * tokens * int(model.cfg.d_model) * int(model.cfg.d_vocab))

@@ -16,13 +16,14 @@ plugin = Plugin(
     id="patching",
     name="Activation patching",
     version="1.0.0",
-    api_version="1.0",
+    api_version="1.2",
     description=(
         "Runs the corrupted prompt with one activation at a time copied in from the clean prompt, and shows how much "
         "of the clean answer each layer, position and head brings back."
     ),
     analysis=Analysis(
         run="workbench_patching.analysis:run",
+        cost="workbench_patching.analysis:cost",
         params=[
             Text(
                 "corrupted",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from workbench.errors import InputError
-from workbench.plugin_api import AnalysisContext, Progress
+from workbench.plugin_api import AnalysisContext, Cost, Progress
 
 from .inputs import answer_token, metric_values, prompt_pair
 from .patcher import chunk_size, patched_metrics, unchanged_cells
@@ -172,3 +172,11 @@ def run(
         seconds_per_target={name: round(s, 3) for name, s in seconds.items()},
         seconds_total=round(time.perf_counter() - started, 3),
     )
+
+
+def cost(ctx: AnalysisContext, targets: str = "all", **params) -> Cost:
+    """One forward pass of the corrupted prompt per cell of every target's grid, besides the
+    clean and corrupted runs."""
+    model, tokens = ctx.model, len(ctx.tokens(0))
+    cells = sum(int(np.prod(TARGETS[name].shape(model.n_layers, tokens, model.n_heads))) for name in parse_targets(targets))
+    return Cost(((cells + 2, tokens),), "layers × (tokens + heads) × tokens (one pass per cell)")

@@ -17,13 +17,15 @@ plugin = Plugin(
     id="qk-ov",
     name="QK/OV circuits",
     version="1.0.0",
-    api_version="1.1",
+    api_version="1.2",
     description=(
         "A head's QK circuit (which tokens it attends to) and OV circuit (what attending does to the logits) "
         "on a token set, copying scores and self-top fractions for every head, and Q/K/V composition between heads."
     ),
     analysis=Analysis(
         run="workbench_qk_ov.analysis:run",
+        cost="workbench_qk_ov.analysis:cost",
+        weights_in_place=True,  # reads W_Q, W_K, W_V, W_O themselves
         needs_prompt=False,
         params=[
             HeadParam("head", default="", help="the head to draw, LAYER.HEAD such as 1.1; empty: the head with the highest copying score"),

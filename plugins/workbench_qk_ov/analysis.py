@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from workbench.errors import InputError
-from workbench.plugin_api import AnalysisContext, Progress
+from workbench.plugin_api import AnalysisContext, Cost, Progress
 
 from . import circuits
 from .heads import parse_head
@@ -258,3 +258,14 @@ def run(
         baseline_samples=BASELINE_SAMPLES,
         seconds_tables=round(seconds_tables, 3),
     )
+
+
+def cost(ctx: AnalysisContext, top_k: int = 24, self_top_tokens: int = 4096, **params) -> Cost:
+    """No forward pass: products of each head's weight matrices, restricted to token sets,
+    plus the composition scores between every pair of heads in different layers."""
+    cfg = ctx.model.cfg
+    n_layers, n_heads, d_model = int(cfg.n_layers), int(cfg.n_heads), int(cfg.d_model)
+    d_head = int(getattr(cfg, "d_head", d_model // n_heads))
+    per_head = 4.0 * (min(self_top_tokens, int(cfg.d_vocab)) + top_k) * d_model * d_head
+    composition = 3 * 2.0 * (n_layers * n_heads) ** 2 / 2 * d_head * d_model * d_head
+    return Cost((), "layers × heads × (tokens shown) weight products + (layers × heads)² compositions", extra_flops=n_layers * n_heads * per_head + composition)

@@ -26,13 +26,15 @@ plugin = Plugin(
     requires=["causal-trace"],  # its public causal_trace picks the layer (layer=-1)
     name="ROME edit",
     version="1.0.0",
-    api_version="1.1",
+    api_version="1.2",
     description=(
         "Edits one fact in the loaded model with Rank-One Model Editing (r-ROME) and shows P(new) and P(true) "
         "before and after, on paraphrases and neighbours. The model stays edited (other panels see it) until you undo."
     ),
     analysis=Analysis(
         run="workbench_rome.analysis:run",
+        cost="workbench_rome.cost:cost",
+        weights_in_place=True,  # edits an MLP output matrix in place
         needs_prompt=False,
         params=[
             Text("subject", default="", allow_empty=False, help="the subject as it appears in the prompt, e.g. Eiffel Tower"),
@@ -56,13 +58,15 @@ eval_plugin = Plugin(
     requires=["causal-trace"],
     name="ROME evaluation",
     version="1.0.0",
-    api_version="1.1",
+    api_version="1.2",
     description=(
         "Evaluates ROME on CounterFact-format data: per case it applies the edit, measures efficacy (ES/EM), "
         "paraphrase (PS/PM) and neighbourhood (NS/NM) scores and generation fluency, then restores the weights exactly."
     ),
     analysis=Analysis(
         run="workbench_rome.evaluation:run",
+        cost="workbench_rome.cost:eval_cost",
+        weights_in_place=True,
         needs_prompt=False,
         params=[
             Text("dataset", default="", allow_empty=False, help="CounterFact-format JSON file"),

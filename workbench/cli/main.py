@@ -47,14 +47,19 @@ def _load(args):
     from ..models import load_model
 
     print(f"loading {args.model} ...", file=sys.stderr)
-    model = load_model(args.model, device=args.device, dtype=args.model_dtype)
+    model = load_model(args.model, device=args.device, dtype=args.model_dtype, device_map=args.device_map, max_memory=args.max_memory)
     print(f"loaded {model.name} in {model.load_seconds:.1f} s (fingerprint {model.fingerprint})", file=sys.stderr)
+    if model.placement.mapped:
+        print(f"placed by {model.placement.describe()}: {model.device_map_summary}", file=sys.stderr)
     return model
 
 
 def _add_model_args(parser: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL) -> None:
     parser.add_argument("--model", default=default_model, help="smollm2, lab:NAME, a Hub id, a folder or a .gguf file")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    # Checked when the model loads (workbench.models.placement), so --help needs no torch.
+    parser.add_argument("--device-map", default=None, metavar="auto", help="place the layers across GPUs, then CPU, then disk, instead of one --device (auto, balanced, balanced_low_0 or sequential)")
+    parser.add_argument("--max-memory", default="", metavar="BUDGETS", help="with --device-map: a budget per device, e.g. 0=20GiB,1=20GiB,cpu=30GiB")
     parser.add_argument("--model-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--bos", default="auto", choices=["auto", "on", "off"], help="prepend the BOS token (auto: the tokenizer's own convention)")
 
@@ -293,7 +298,7 @@ def _validate_plugins(registry, rows: list[dict], as_json: bool) -> int:
 
 
 def cmd_run(args) -> int:
-    from ..plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
+    from ..plugin_api import AnalysisContext, discover_plugins, estimate_cost, run_analysis, summary_json
     from ..plugin_api.params import parse_assignments
     from ..results import save_result
 
@@ -316,7 +321,11 @@ def cmd_run(args) -> int:
     json_path = check_output_file(args.json, "--json") if args.json else None
     model = _load(args)
     ctx = AnalysisContext(model=model, prompts=prompts, prepend_bos=_bool_choice(args.bos), store_path=Path(args.store) if args.store else None)
-    job = run_analysis(plugin, ctx, texts=texts)
+    if args.estimate:
+        found = run_to_completion(estimate_cost(plugin, ctx, texts=texts))
+        print(f"{plugin.name}: " + (found.describe() if found is not None else "states no cost estimate"))
+        return 0
+    job = run_analysis(plugin, ctx, texts=texts, go_on=args.yes)
     if args.query:
         job = _then_query(job, plugin, args.query, ctx, query_texts)
     result = _run_with_bar(job, args.quiet)
@@ -381,7 +390,7 @@ def cmd_report(args) -> int:
     check_output_file(data, "--data")  # replaced whole, so only writable, not a store
     if store is not None:
         check_store_output(store, "--store" if args.store else "the spec's store")
-    job = build_report(spec, registry=registry, store_path=store)
+    job = build_report(spec, registry=registry, store_path=store, go_on=args.yes)
     report = _run_with_bar(job, args.quiet)
     if report is None:
         print("\ninterrupted: no report was written", file=sys.stderr)
@@ -586,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", metavar="NAME", help="then run this follow-up query on the result (a drill-down, e.g. attention's 'pattern'); its answer is what is printed and saved")
     p.add_argument("--query-param", action="append", metavar="NAME=VALUE", help="a parameter of the query (repeat for several)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--estimate", action="store_true", help="print what the analysis would cost (forward passes, FLOPs, time here) and stop")
+    p.add_argument("--yes", action="store_true", help="run even when the estimate is over 15 minutes (otherwise such a job is refused, with its estimate)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="run the analyses a report spec (TOML) names and write an HTML report, its data and a PDF")
@@ -595,6 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="FILE.h5", help="where the results go (default: beside the HTML, REPORT.h5)")
     p.add_argument("--store", metavar="FILE.h5", help="an activation store to read and fill (default: the spec's store, else a temporary one)")
     p.add_argument("--allow-outside-paths", action="store_true", help="let the spec's files and store lie outside its folder (only for specs you trust)")
+    p.add_argument("--yes", action="store_true", help="run analyses estimated over 15 minutes too (otherwise each is left out, with its estimate)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
 

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from ..errors import WorkbenchError
 from ..hooks.interrupt import install as install_interrupt
 from ..models import LoadedModel
-from ..plugin_api import PluginRegistry, PluginRunError, discover_plugins
+from ..plugin_api import LongJobError, PluginRegistry, PluginRunError, discover_plugins
 from ..progress import Progress
 from .notifications import NotificationCenter, NotificationList
 from .panels import AnalysisPanel
@@ -55,12 +55,13 @@ APP_TITLE = "Interpretability Workbench"
 DEFAULT_SIZE = (1400, 880)
 
 
-def _load_model_job(spec: str, device: str, dtype: str):
+def _load_model_job(spec: str, device: str, dtype: str, device_map: str = "", max_memory: str = ""):
     from ..models import load_model
 
     # One blocking call: the task shows a busy bar, and a cancel takes effect when it returns.
-    yield Progress(0, 0, f"loading {spec} on {device} ({dtype})")
-    model = load_model(spec, device=device, dtype=dtype)
+    where = f"device map {device_map}" if device_map else device
+    yield Progress(0, 0, f"loading {spec} on {where} ({dtype})")
+    model = load_model(spec, device=device, dtype=dtype, device_map=device_map or None, max_memory=max_memory)
     install_interrupt(model.bridge)  # in the app, Cancel stops a forward pass between two blocks
     yield Progress(1, 1, f"loaded in {model.load_seconds:.1f} s")
     return model
@@ -121,7 +122,7 @@ class MainWindow(WorkspaceActions, QMainWindow):
         self.remember = remember  # False: leave the user's settings alone (screenshots)
         self.model_lock = threading.Lock()
         self._model: LoadedModel | None = None
-        self._model_options = ("", "cpu", "float32")
+        self._model_options: tuple[str, ...] = ("", "cpu", "float32", "", "")
         self._load_task: Task | None = None
         self._inspection_id = 0
         self._dock_counter = 0
@@ -175,7 +176,7 @@ class MainWindow(WorkspaceActions, QMainWindow):
 
     def _build_model_bar(self) -> None:
         self.model_picker = ModelPicker()
-        self.model_picker.load_requested.connect(lambda spec, device, dtype: self.load_model(spec, device, dtype))
+        self.model_picker.load_requested.connect(self.load_model)
         bar = QToolBar("Model")
         bar.setObjectName("model-toolbar")
         bar.setMovable(False)
@@ -272,10 +273,10 @@ class MainWindow(WorkspaceActions, QMainWindow):
         geometry = self.settings.geometry() if self.remember else None
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(*DEFAULT_SIZE)
-        device, dtype = self.settings.last_model_options()
+        device, dtype, device_map, max_memory = self.settings.last_model_options()
         recent = self.settings.recent_models()
         self.model_picker.set_choices([], recent)
-        self.model_picker.set_selection(recent[0] if recent else "smollm2", device, dtype)
+        self.model_picker.set_selection(recent[0] if recent else "smollm2", device, dtype, device_map, max_memory)
         self.resizeDocks([self.tasks_dock, self.notifications_dock], [120, 120], Qt.Vertical)
 
     def _set_model_choices(self, entries) -> None:
@@ -312,17 +313,17 @@ class MainWindow(WorkspaceActions, QMainWindow):
 
     # -- the model ---------------------------------------------------------------------------------------------
 
-    def load_model(self, spec: str, device: str = "cpu", dtype: str = "float32") -> Task | None:
+    def load_model(self, spec: str, device: str = "cpu", dtype: str = "float32", device_map: str = "", max_memory: str = "") -> Task | None:
         spec = (spec or "").strip()
         if not spec:
             self.notifications.error("Cannot load a model", WorkbenchError("No model spec given.", "type one, e.g. smollm2 or lab:induction"))
             return None
         if self._load_task is not None and not self._load_task.state.ended:
             self._load_task.cancel()
-        self.model_picker.set_selection(spec, device, dtype)
+        self.model_picker.set_selection(spec, device, dtype, device_map, max_memory)
         self.model_picker.set_loading(True)
         self.model_picker.info.setText(f"Loading {spec}…")
-        options = (spec, device, dtype)
+        options = (spec, device, dtype, device_map, max_memory)
         task = self.start_job(f"Load {spec}", lambda: _load_model_job(*options), lambda model: self._model_ready(model, options), uses_model=False)
         task.ended.connect(self._load_ended)
         self._load_task = task
@@ -335,7 +336,7 @@ class MainWindow(WorkspaceActions, QMainWindow):
         if task.state.value != "done":
             self.model_picker.info.setText(self._model_summary() if self._model is not None else f"No model loaded ({task.state.value}).")
 
-    def _model_ready(self, model: LoadedModel, options: tuple[str, str, str]) -> None:
+    def _model_ready(self, model: LoadedModel, options: tuple[str, ...]) -> None:
         self._model = model
         self._model_options = options
         self.model_picker.info.setText(self._model_summary())
@@ -360,7 +361,7 @@ class MainWindow(WorkspaceActions, QMainWindow):
             return "No model loaded."
         return (
             f"{model.name}  ·  {model.n_layers} layers × {model.n_heads} heads  ·  d_model {int(model.cfg.d_model)}  ·  "
-            f"{model.device} {model.dtype}  ·  fingerprint {model.fingerprint[:12]}"
+            f"{model.placement.describe() if model.placement.mapped else model.device} {model.dtype}  ·  fingerprint {model.fingerprint[:12]}"
         )
 
     # -- prompt, tokens and predictions ---------------------------------------------------------------------
@@ -510,6 +511,8 @@ class MainWindow(WorkspaceActions, QMainWindow):
     # -- task errors and notifications --------------------------------------------------------------------------
 
     def _task_failed(self, task: Task) -> None:
+        if isinstance(task.error, LongJobError):
+            return  # not a failure: the panel shows the estimate and asks whether to go on
         error = task.error if task.error is not None else RuntimeError(task.message)
         self.notify_error(f"{task.title} failed", error, task.details)
 

@@ -59,6 +59,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QMenu,
+    QMessageBox,
     QPushButton,
     QSizePolicy,
     QStackedWidget,
@@ -69,7 +70,7 @@ from PySide6.QtWidgets import (
 
 from ..errors import InputError, WorkbenchError
 from ..models import LoadedModel
-from ..plugin_api import AnalysisContext, Plugin, PluginRunError, Result, check_same_model, run_analysis, run_query, summary_json
+from ..plugin_api import AnalysisContext, LongJobError, Plugin, PluginRunError, Result, check_same_model, run_analysis, run_query, summary_json
 from ..results import save_result
 from .widgets.param_form import ParameterForm
 from .widgets.report_view import ReportView
@@ -277,11 +278,12 @@ class AnalysisPanel(QWidget):
             fill_store=self.host.store_path is not None,
         )
 
-    def run(self):
+    def run(self, go_on: bool = False):
         """Start the analysis as a background task; returns the task, or None when it cannot start
         (no analysis, invalid parameters, no model or prompt: the reason is shown in the panel).
         While a run is going, returns that task. The task's value is a PreparedResult; the
-        panel shows it through show_result(), which emits result_changed."""
+        panel shows it through show_result(), which emits result_changed. A job estimated over
+        LONG_JOB_SECONDS stops before any work and asks (ask_to_go_on); go_on skips the question."""
         if self.plugin.analysis is None:
             return None
         if self.task is not None and not self.task.state.ended:
@@ -300,7 +302,7 @@ class AnalysisPanel(QWidget):
         plugin, prepare_report = self.plugin, self._shows_report()
 
         def job():
-            result = yield from run_analysis(plugin, ctx, params)
+            result = yield from run_analysis(plugin, ctx, params, go_on=go_on)
             return PreparedResult(result, _report_or_none(result) if prepare_report else None)
 
         self.task = self.host.start_job(plugin.name, job, self._job_done)
@@ -367,8 +369,23 @@ class AnalysisPanel(QWidget):
 
         if task.state is TaskState.CANCELLED:
             self._set_status("Cancelled." + (" The previous result is still shown." if self.result is not None else ""))
+        elif task.state is TaskState.FAILED and isinstance(task.error, LongJobError):
+            self._set_status(f"Not started: {task.error.message}", error=True)
+            if self.ask_to_go_on(task.error):
+                self.run(go_on=True)
         elif task.state is TaskState.FAILED:
             self._set_status(f"Failed: {task.message}", error=True)
+
+    def ask_to_go_on(self, error: LongJobError) -> bool:
+        """Show a long job's estimate and ask whether to run it anyway (tests replace this)."""
+        answer = QMessageBox.question(
+            self,
+            f"{self.plugin.name}: a long job",
+            f"{error.message}\n\nRun it anyway? (It can be cancelled at any time.) A shorter prompt, or fewer layers, samples or targets make it faster.",
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
 
     # -- results ------------------------------------------------------------------------------------------
 

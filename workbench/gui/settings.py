@@ -36,13 +36,16 @@ class AppSettings:
     def recent_models(self) -> list[str]:
         return self._list("models/recent")
 
-    def remember_model(self, spec: str, device: str, dtype: str) -> None:
+    def remember_model(self, spec: str, device: str, dtype: str, device_map: str = "", max_memory: str = "") -> None:
         self._push("models/recent", spec)
-        self._settings.setValue("models/device", device)
-        self._settings.setValue("models/dtype", dtype)
+        for key, value in (("device", device), ("dtype", dtype), ("device_map", device_map), ("max_memory", max_memory)):
+            self._settings.setValue(f"models/{key}", value)
 
-    def last_model_options(self) -> tuple[str, str]:
-        return str(self._settings.value("models/device", "cpu")), str(self._settings.value("models/dtype", "float32"))
+    def last_model_options(self) -> tuple[str, str, str, str]:
+        """(device, dtype, device map or "", max memory) of the last model loaded."""
+        defaults = (("device", "cpu"), ("dtype", "float32"), ("device_map", ""), ("max_memory", ""))
+        device, dtype, device_map, max_memory = (str(self._settings.value(f"models/{key}", default) or default) for key, default in defaults)
+        return device, dtype, device_map, max_memory
 
     # -- workspaces -------------------------------------------------------------------------------------
 

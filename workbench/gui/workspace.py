@@ -59,6 +59,8 @@ class Workspace:
     model_spec: str = ""
     device: str = "cpu"
     dtype: str = "float32"
+    device_map: str = ""  # "" or a device map (workbench.models.placement)
+    max_memory: str = ""
     bos: str = "auto"
     prompts: list[str] = field(default_factory=list)
     layout: bytes = b""
@@ -71,7 +73,7 @@ class Workspace:
 
 def _description(workspace: Workspace, result_ids: dict[int, str]) -> dict:
     return describe_workspace(
-        model={"spec": workspace.model_spec, "device": workspace.device, "dtype": workspace.dtype},
+        model={"spec": workspace.model_spec, "device": workspace.device, "dtype": workspace.dtype, "device_map": workspace.device_map, "max_memory": workspace.max_memory},
         bos=workspace.bos,
         prompts=workspace.prompts,
         layout=base64.b64encode(workspace.layout).decode("ascii"),
@@ -150,6 +152,8 @@ def read_workspace(path: str | Path, registry: PluginRegistry) -> Workspace:
             model_spec=str(model.get("spec") or ""),
             device=str(model.get("device") or "cpu"),
             dtype=str(model.get("dtype") or "float32"),
+            device_map=str(model.get("device_map") or ""),
+            max_memory=str(model.get("max_memory") or ""),
             bos=str(data.get("bos") or "auto"),
             prompts=[str(p) for p in data.get("prompts") or []],
             layout=layout,

@@ -25,12 +25,14 @@ class WorkspaceActions:
 
     def snapshot(self) -> Workspace:
         """The session as a Workspace (read from the widgets, on the GUI thread)."""
-        spec, device, dtype = self._model_options if self._model is not None else (self.model_picker.current_spec(), self.model_picker.device.currentText(), self.model_picker.dtype.currentText())
+        spec, device, dtype, device_map, max_memory = self._model_options if self._model is not None else self.model_picker.selection()
         panels = [PanelRecord(d.plugin_id, d.objectName(), d.windowTitle(), d.panel.state(), d.panel.result) for d in self.panel_docks]
         return Workspace(
             model_spec=spec,
             device=device,
             dtype=dtype,
+            device_map=device_map,
+            max_memory=max_memory,
             bos=self.prompt_editor.bos_choice,
             prompts=self.prompt_editor.prompts(),
             layout=bytes(self.saveState().data()),
@@ -86,7 +88,7 @@ class WorkspaceActions:
         self.workspace_path = workspace.path
         if self.remember and workspace.path is not None:
             self.settings.remember_workspace(str(workspace.path))
-        options = (workspace.model_spec, workspace.device, workspace.dtype)
+        options = (workspace.model_spec, workspace.device, workspace.dtype, workspace.device_map, workspace.max_memory)
         if workspace.model_spec and (self._model is None or options != self._model_options):
             self.load_model(*options)
         else:

@@ -18,6 +18,7 @@ import torch
 from ..errors import InputError, ModelLoadError
 from .fingerprint import fingerprint_model, model_weights
 from .gguf_cache import convert_gguf, embedded_gguf_path
+from .placement import Placement, device_summary, offload_folder, offloaded_weights
 from .specs import ModelSource, parse_spec
 from .zoo import build_zoo_model
 
@@ -43,6 +44,16 @@ class LoadedModel:
     load_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     weight_names: tuple[str, ...] = ()
+    placement: Placement = field(default_factory=Placement)
+
+    @property
+    def offloaded_weights(self) -> list[str]:
+        """Weights a device map keeps on CPU or disk (see workbench.models.placement)."""
+        return offloaded_weights(self.bridge.original_model) if self.placement.mapped else []
+
+    @property
+    def device_map_summary(self) -> str:
+        return device_summary(getattr(self.bridge.original_model, "hf_device_map", None))
 
     def current_fingerprint(self) -> str:
         """Fingerprint of the weights as they are now (e.g. after a weight edit)."""
@@ -156,6 +167,8 @@ class LoadedModel:
             "d_vocab": int(self.cfg.d_vocab),
             "n_ctx": self.n_ctx,
             "device": self.device,
+            "placement": self.placement.describe(),
+            "device_map": self.device_map_summary or None,
             "dtype": self.dtype,
             "tokenizer_prepends_bos": self.tokenizer_prepends_bos,
             "transformer_lens_version": getattr(transformer_lens, "__version__", "unknown"),
@@ -200,18 +213,23 @@ def _offline_mode() -> bool:
     ).lower() in ("1", "true", "yes")
 
 
-def _load_hf(location: str, torch_dtype: torch.dtype, local_only: bool):
+def _load_hf(location: str, torch_dtype: torch.dtype, local_only: bool, placement: Placement):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, local_files_only=local_only)
+    mapped = {}
+    if placement.mapped:
+        # TransformerBridge takes a model placed by from_pretrained as it is, and wraps its
+        # modules with accelerate's hooks intact (TransformerLens 4: device_map with hf_model=).
+        mapped = {"device_map": placement.device_map, "max_memory": placement.budgets(), "offload_folder": str(offload_folder(location))}
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, local_files_only=local_only, **mapped)
     return model, tokenizer
 
 
-def _load_hub(model_id: str, torch_dtype: torch.dtype):
+def _load_hub(model_id: str, torch_dtype: torch.dtype, placement: Placement):
     # The user's cache first: it works offline and never waits on the network.
     try:
-        return _load_hf(model_id, torch_dtype, local_only=True)
+        return _load_hf(model_id, torch_dtype, local_only=True, placement=placement)
     except OSError:
         pass
     if _offline_mode():
@@ -225,7 +243,7 @@ def _load_hub(model_id: str, torch_dtype: torch.dtype):
             "connect to the internet once to download it, or load a local folder or .gguf file",
         )
     try:
-        return _load_hf(model_id, torch_dtype, local_only=False)
+        return _load_hf(model_id, torch_dtype, local_only=False, placement=placement)
     except OSError as exc:
         raise ModelLoadError(f"Could not load {model_id!r} from the Hub: {exc}", "check the model id on huggingface.co") from exc
 
@@ -238,13 +256,17 @@ def _tokenizer_prepends_bos(tokenizer) -> bool:
     return bool(ids) and ids[0] == bos
 
 
-def _check_memory(name: str, location: str, torch_dtype: torch.dtype, device: str) -> None:
+def _check_memory(name: str, location: str, torch_dtype: torch.dtype, placement: Placement) -> None:
     """Refuse before reading any weight when the model cannot fit (workbench.models.memory).
-    The weights pass through main memory on their way to a GPU, so both are checked."""
+    The weights pass through main memory on their way to a GPU, so both are checked.
+    A device map needs no check: accelerate fills each device up to its budget, then disk."""
     from transformers import AutoConfig
 
     from .memory import check_fits
 
+    if placement.mapped:
+        return
+    device = placement.device
     try:
         config = AutoConfig.from_pretrained(location, local_files_only=True)
     except (OSError, ValueError):
@@ -254,14 +276,16 @@ def _check_memory(name: str, location: str, torch_dtype: torch.dtype, device: st
         check_fits(name, config, torch_dtype, device)
 
 
-def load_hf_model(spec: str, dtype: str = "float32", device: str = "cpu"):
-    """The Hugging Face model and tokenizer behind a spec, before bridging."""
+def load_hf_model(spec: str, dtype: str = "float32", device: str = "cpu", placement: Placement | None = None):
+    """The Hugging Face model and tokenizer behind a spec, before bridging; a placement
+    with a device map places its weights as it loads them."""
     source = parse_spec(spec)
     torch_dtype = _check_dtype(dtype)
+    placement = placement or Placement(device)
     try:
         if source.kind == "hub":
-            _check_memory(source.display_name, source.location, torch_dtype, device)
-            model, tokenizer = _load_hub(source.location, torch_dtype)
+            _check_memory(source.display_name, source.location, torch_dtype, placement)
+            model, tokenizer = _load_hub(source.location, torch_dtype, placement)
         else:
             if source.kind == "embedded":
                 folder = str(convert_gguf(embedded_gguf_path()))
@@ -271,8 +295,8 @@ def load_hf_model(spec: str, dtype: str = "float32", device: str = "cpu"):
                 folder = str(build_zoo_model(source.location))
             else:  # lab, folder
                 folder = source.location
-            _check_memory(source.display_name, folder, torch_dtype, device)
-            model, tokenizer = _load_hf(folder, torch_dtype, local_only=True)
+            _check_memory(source.display_name, folder, torch_dtype, placement)
+            model, tokenizer = _load_hf(folder, torch_dtype, local_only=True, placement=placement)
     except ModelLoadError:
         raise
     except pickle.UnpicklingError as exc:
@@ -286,19 +310,21 @@ def load_hf_model(spec: str, dtype: str = "float32", device: str = "cpu"):
     return source, model.eval(), tokenizer
 
 
-def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    """Load any model spec as a TransformerBridge (TransformerLens 4.x)."""
+def load_model(spec: str, device: str = "cpu", dtype: str = "float32", device_map: str | None = None, max_memory: str = "") -> LoadedModel:
+    """Load any model spec as a TransformerBridge (TransformerLens 4.x), on one device or
+    placed by a device map (workbench.models.placement)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     started = time.perf_counter()
-    device = _check_device(device)
-    source, hf_model, tokenizer = load_hf_model(spec, dtype, device)
+    placement = Placement(device, device_map, max_memory or "")
+    device = "cpu" if placement.mapped else _check_device(device)
+    source, hf_model, tokenizer = load_hf_model(spec, dtype, device, placement)
     fingerprint = fingerprint_model(hf_model)
     weight_names = tuple(sorted(model_weights(hf_model)))
     prepends_bos = _tokenizer_prepends_bos(tokenizer)
     try:
         bridge = TransformerBridge.boot_transformers(
-            source.display_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=DTYPES[dtype]
+            source.display_name, hf_model=hf_model, tokenizer=tokenizer, device=None if placement.mapped else device, dtype=DTYPES[dtype]
         )
     except Exception as exc:  # unsupported architectures surface as assorted errors
         raise ModelLoadError(
@@ -306,6 +332,8 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
             "check TransformerBridge.list_supported_models() for supported architectures",
         ) from exc
     bridge.eval()
+    if placement.mapped:  # where the inputs go: the device of the embeddings
+        device = str(bridge.cfg.device or "cpu")
     return LoadedModel(
         source=source,
         bridge=bridge,
@@ -316,6 +344,7 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32") -> Loaded
         tokenizer_prepends_bos=prepends_bos,
         load_seconds=time.perf_counter() - started,
         weight_names=weight_names,
+        placement=placement,
     )
 
 

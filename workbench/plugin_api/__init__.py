@@ -6,24 +6,29 @@
 from ..progress import Progress
 from ..results.base import Figure, ReportSection, Result, ResultMeta, Table
 from .context import AnalysisContext
+from .cost import LONG_JOB_SECONDS, Cost, Estimate, LongJobError, estimate, forward_flops, human_seconds
 from .discovery import ENTRY_POINT_GROUP, PATH_VARIABLE, PluginRecord, PluginRegistry, current_registry, discover_plugins
 from .params import Bool, Choice, Float, Int, IntList, Param, Text
 from .plugin import API_VERSION, API_VERSION_TEXT, Analysis, Plugin, PluginError, Query, check_compatibility, import_ref
-from .runner import PluginRunError, check_same_model, run_analysis, run_query, summary_json
+from .runner import PluginRunError, check_same_model, estimate_cost, run_analysis, run_query, summary_json
 
 __all__ = [
     "API_VERSION",
     "API_VERSION_TEXT",
     "ENTRY_POINT_GROUP",
+    "LONG_JOB_SECONDS",
     "PATH_VARIABLE",
     "Analysis",
     "AnalysisContext",
     "Bool",
     "Choice",
+    "Cost",
+    "Estimate",
     "Figure",
     "Float",
     "Int",
     "IntList",
+    "LongJobError",
     "Param",
     "Plugin",
     "PluginError",
@@ -41,6 +46,10 @@ __all__ = [
     "check_same_model",
     "current_registry",
     "discover_plugins",
+    "estimate",
+    "estimate_cost",
+    "forward_flops",
+    "human_seconds",
     "import_ref",
     "run_analysis",
     "run_query",

@@ -19,7 +19,7 @@ from .params import Param, resolve_params
 
 # Major changes break plugins; minor ones only add. A plugin written for 1.x runs on
 # any host 1.y with y >= x.
-API_VERSION = (1, 1)  # 1.1: queries, requires/provides, ctx.activations_by_layer
+API_VERSION = (1, 2)  # 1.1: queries, requires/provides, ctx.activations_by_layer; 1.2: Analysis.cost, weights_in_place
 API_VERSION_TEXT = f"{API_VERSION[0]}.{API_VERSION[1]}"
 
 _ID = re.compile(r"^[a-z][a-z0-9\-]*$")
@@ -73,6 +73,16 @@ class Analysis:
     needs_prompt: bool = True
     multi_prompt: bool = False  # reads every prompt of the context, not only the first
     cache_hooks: Callable[..., list[str]] | str | None = None  # hooks it reads, for store reuse
+    # API 1.2 --------------------------------------------------------------------------
+    # cost(ctx, **params) -> workbench.plugin_api.Cost: its forward passes, stated before it
+    # runs, so the runner can show the estimate and ask before a job of hours.
+    cost: Callable[..., Any] | str | None = None
+    # Reads or writes weight matrices themselves, not only through forward passes: it cannot
+    # run on weights a device map offloaded (empty until a forward pass copies them in).
+    weights_in_place: bool = False
+
+    def cost_function(self) -> Callable[..., Any] | None:
+        return None if self.cost is None else cast(Callable[..., Any], import_ref(self.cost))
 
     def run_function(self) -> Callable[..., Any]:
         return cast(Callable[..., Any], import_ref(self.run))

@@ -14,14 +14,15 @@ import dataclasses
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ..errors import InputError, WorkbenchError
 from ..models import LoadedModel
 from ..progress import Job, Progress
 from ..results.base import Result, ResultMeta
 from .context import AnalysisContext
-from .plugin import Plugin, PluginError, Query
+from .cost import LONG_JOB_SECONDS, Estimate, LongJobError, estimate
+from .plugin import Analysis, Plugin, PluginError, Query
 
 
 class PluginRunError(PluginError):
@@ -39,17 +40,17 @@ def _versions() -> dict[str, str]:
     return {name: package_version(name) for name in ("interpretability-workbench", "transformer-lens", "torch", "transformers", "h5py")}
 
 
-def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None = None, texts: dict[str, str] | None = None) -> Job[Result]:
-    """Generator: validates parameters, runs the analysis yielding Progress, returns its Result."""
-    if plugin.analysis is None:
-        raise PluginError(f"Plugin {plugin.id!r} has no analysis to run.", "choose a plugin with an analysis ('workbench plugins')")
-    analysis = plugin.analysis
-    values = analysis.resolve(params, texts)
-    if analysis.needs_prompt and not ctx.prompts:
-        raise WorkbenchError(f"{plugin.name} needs a prompt.", "type a prompt (CLI: --prompt TEXT)")
-    if analysis.needs_prompt:
-        for index in range(len(ctx.prompts) if analysis.multi_prompt else 1):
-            ctx.tokens(index)  # empty or over-long prompts fail here, before any work
+def run_analysis(
+    plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None = None, texts: dict[str, str] | None = None, *, go_on: bool = False
+) -> Job[Result]:
+    """Generator: validates parameters, runs the analysis yielding Progress, returns its Result.
+    A job whose cost estimate is over LONG_JOB_SECONDS raises LongJobError unless go_on."""
+    values = _checked_values(plugin, ctx, params, texts)
+    analysis = cast(Analysis, plugin.analysis)
+    if not go_on:
+        found = yield from _estimate(plugin, ctx, values)
+        if found is not None and found.seconds is not None and found.seconds > LONG_JOB_SECONDS:
+            raise LongJobError(plugin.name, found)
     started = time.perf_counter()
     # The model the analysis was asked about: an edit (ROME) changes the fingerprint as it runs.
     fingerprint = ctx.model.fingerprint
@@ -73,6 +74,49 @@ def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | 
     )
     yield Progress(1, 1, "done")
     return result
+
+
+def _checked_values(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None, texts: dict[str, str] | None) -> dict[str, Any]:
+    """The analysis' parameter values, once its inputs and the model's placement are checked."""
+    if plugin.analysis is None:
+        raise PluginError(f"Plugin {plugin.id!r} has no analysis to run.", "choose a plugin with an analysis ('workbench plugins')")
+    analysis = plugin.analysis
+    values = analysis.resolve(params, texts)
+    if analysis.needs_prompt and not ctx.prompts:
+        raise WorkbenchError(f"{plugin.name} needs a prompt.", "type a prompt (CLI: --prompt TEXT)")
+    if analysis.needs_prompt:
+        for index in range(len(ctx.prompts) if analysis.multi_prompt else 1):
+            ctx.tokens(index)  # empty or over-long prompts fail here, before any work
+    check_weights_in_place(plugin, ctx.model)
+    return values
+
+
+def check_weights_in_place(plugin: Plugin, model: LoadedModel) -> None:
+    """WorkbenchError when the plugin reads weight matrices a device map offloaded."""
+    if plugin.analysis is None or not plugin.analysis.weights_in_place:
+        return
+    offloaded = model.offloaded_weights
+    if offloaded:
+        raise WorkbenchError(
+            f"{plugin.name} reads {model.name}'s weight matrices themselves, but its device map keeps {len(offloaded)} of them "
+            f"on CPU or disk ({model.device_map_summary}), where they are empty until a forward pass copies them in.",
+            "load the model on one device, or give the device map room for every layer on the devices that compute (--max-memory)",
+        )
+
+
+def estimate_cost(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None = None, texts: dict[str, str] | None = None) -> Job[Estimate | None]:
+    """Generator: the analysis' cost estimate with its time here (None: it states no cost)."""
+    values = _checked_values(plugin, ctx, params, texts)
+    return (yield from _estimate(plugin, ctx, values, measure=True))
+
+
+def _estimate(plugin: Plugin, ctx: AnalysisContext, values: dict[str, Any], measure: bool = False) -> Job[Estimate | None]:
+    function = cast(Analysis, plugin.analysis).cost_function()
+    if function is None:
+        return None
+    cost = function(ctx, **values)
+    yield Progress(0, 0, "estimating the cost")
+    return estimate(ctx.model, cost, measure)
 
 
 def _drive(plugin: Plugin, function_of: Callable[[], Callable[..., Any]], args: tuple[Any, ...], values: dict[str, Any]) -> Job[Result]:
@@ -119,6 +163,7 @@ def run_query(plugin: Plugin, name: str, ctx: AnalysisContext, result: Result, p
     query: Query = plugin.query(name)
     values = query.resolve(params, texts)
     check_same_model(result, ctx.model)
+    check_weights_in_place(plugin, ctx.model)
     started = time.perf_counter()
     answer = yield from _drive(plugin, query.run_function, (ctx, result), values)
     base = result.meta or ResultMeta(plugin_id=plugin.id, plugin_version=plugin.version)

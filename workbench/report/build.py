@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WorkbenchError
-from ..plugin_api import AnalysisContext, Plugin, PluginRegistry, PluginRunError, discover_plugins, run_analysis
+from ..plugin_api import AnalysisContext, LongJobError, Plugin, PluginRegistry, PluginRunError, discover_plugins, run_analysis
 from ..progress import Job, Progress, sub_job
 from ..results.base import ReportSection, Result
 from .spec import AnalysisSpec, ModelChoice, ReportSpec, check_spec, spec_text
@@ -139,12 +139,14 @@ def build_report(
     registry: PluginRegistry | None = None,
     model=None,
     store_path: Path | None = None,
+    go_on: bool = False,
 ) -> Job[Report]:
     """Generator: checks the spec, loads the model (unless given), runs every analysis, returns the Report.
 
     Activations go through an activation store, so analyses reading the same hooks
     compute them once: store_path (or the spec's store) is read and filled and kept;
-    without one a temporary store serves this build only.
+    without one a temporary store serves this build only. An analysis estimated over
+    LONG_JOB_SECONDS is left out with its estimate as its error, unless go_on.
     """
     started = time.perf_counter()
     registry = registry if registry is not None else discover_plugins()
@@ -154,7 +156,7 @@ def build_report(
         from ..models import load_model
 
         yield Progress(0, total, f"loading {spec.model.spec}")
-        model = load_model(spec.model.spec, device=spec.model.device, dtype=spec.model.dtype)
+        model = load_model(spec.model.spec, device=spec.model.device, dtype=spec.model.dtype, device_map=spec.model.device_map, max_memory=spec.model.max_memory)
     yield Progress(1, total, f"loaded {model.name}")
 
     store = store_path or spec.store
@@ -194,9 +196,9 @@ def build_report(
                 fill_store=True,
             )
             try:
-                result = yield from sub_job(run_analysis(plugin, ctx, params), 1 + index, 1.0, total, entry.title)
-            except PluginRunError as exc:
-                entry.error = AnalysisError(exc.message, exc.hint or "", exc.details)
+                result = yield from sub_job(run_analysis(plugin, ctx, params, go_on=go_on), 1 + index, 1.0, total, entry.title)
+            except (PluginRunError, LongJobError) as exc:
+                entry.error = AnalysisError(exc.message, exc.hint or "", getattr(exc, "details", ""))
                 continue
             except WorkbenchError as exc:
                 entry.error = AnalysisError(exc.message, exc.hint or "")

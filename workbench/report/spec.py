@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, WorkbenchError
+from ..models.placement import Placement
 from ..prompts_file import read_prompts_file
 
 BOS_CHOICES = ("auto", "on", "off")
 DTYPES = ("float32", "float16", "bfloat16")
 
 _TOP_KEYS = {"title", "model", "prompts", "store", "analysis"}
-_MODEL_KEYS = {"spec", "device", "dtype", "bos"}
+_MODEL_KEYS = {"spec", "device", "device_map", "max_memory", "dtype", "bos"}
 _PROMPT_KEYS = {"text", "file"}
 _ANALYSIS_KEYS = {"plugin", "title", "params", "files", "prompts"}
 
@@ -42,6 +43,8 @@ class ModelChoice:
     device: str = "cpu"
     dtype: str = "float32"
     bos: str = "auto"
+    device_map: str | None = None  # accelerate's placement (workbench.models.placement)
+    max_memory: str = ""
 
     @property
     def prepend_bos(self) -> bool | None:
@@ -136,6 +139,13 @@ def _resolve_file(value: Any, base_dir: Path, where: str, name: str, allow_outsi
     return str(path.resolve())
 
 
+def _budgets(value, name: str) -> str:
+    """model.max_memory as a string ("0=20GiB,cpu=30GiB") or a table ({0 = "20GiB", cpu = "30GiB"})."""
+    if isinstance(value, dict):
+        return ",".join(f"{key}={size}" for key, size in value.items())
+    return _string(value, name, "model.max_memory") if value else ""
+
+
 def parse_spec(text: str, base_dir: str | Path = ".", path: Path | None = None, allow_outside: bool = False) -> ReportSpec:
     """A ReportSpec from TOML text; relative paths are taken from base_dir and must stay
     inside it unless allow_outside. Raises InputError."""
@@ -159,7 +169,10 @@ def parse_spec(text: str, base_dir: str | Path = ".", path: Path | None = None, 
         device=_string(model_table.get("device", "cpu"), name, "model.device"),
         dtype=str(model_table.get("dtype", "float32")),
         bos=str(model_table.get("bos", "auto")),
+        device_map=_string(model_table["device_map"], name, "model.device_map") if "device_map" in model_table else None,
+        max_memory=_budgets(model_table.get("max_memory", ""), name),
     )
+    Placement(model.device, model.device_map, model.max_memory)  # a bad device map or budget fails here
     if model.dtype not in DTYPES:
         raise _fail(name, f"model.dtype cannot be {model.dtype!r}.", f"use one of {', '.join(DTYPES)}")
     if model.bos not in BOS_CHOICES:

@@ -1,11 +1,15 @@
-"""The model picker: a spec (typed, or chosen from the models available offline), device and dtype."""
+"""The model picker: a spec (typed, or chosen from the models available offline), where it
+runs (a device, or a device map with memory budgets) and dtype."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSizePolicy, QWidget
 
 from ...models.loading import DEVICES, DTYPES
+from ...models.placement import DEVICE_MAPS, MAX_MEMORY_HELP
+
+MAP_PREFIX = "map: "  # device-combo entries that choose a device map, e.g. "map: auto"
 
 SPEC_HELP = "A model spec: smollm2, lab:NAME, a Hugging Face id, a local folder or a .gguf file."
 
@@ -24,7 +28,7 @@ def available_devices() -> list[str]:
 
 
 class ModelPicker(QWidget):
-    load_requested = Signal(str, str, str)  # spec, device, dtype
+    load_requested = Signal(str, str, str, str, str)  # spec, device, dtype, device map ("" for none), max memory
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -37,8 +41,14 @@ class ModelPicker(QWidget):
         self.spec.lineEdit().setPlaceholderText("model spec")
         self.spec.lineEdit().returnPressed.connect(self._request)
         self.device = QComboBox()
-        self.device.addItems(available_devices())
-        self.device.setToolTip("Where the model runs")
+        self.device.addItems(available_devices() + [MAP_PREFIX + name for name in DEVICE_MAPS])
+        self.device.setToolTip("Where the model runs: one device, or a device map that places the layers on the GPUs, then CPU, then disk")
+        self.device.currentTextChanged.connect(self._device_changed)
+        self.max_memory = QLineEdit()
+        self.max_memory.setPlaceholderText("max memory")
+        self.max_memory.setToolTip("With a device map: " + MAX_MEMORY_HELP + ". Empty: all free memory.")
+        self.max_memory.setMaximumWidth(160)
+        self.max_memory.returnPressed.connect(self._request)
         self.dtype = QComboBox()
         self.dtype.addItems(list(DTYPES))
         self.dtype.setToolTip("Precision of the weights and activations")
@@ -53,10 +63,12 @@ class ModelPicker(QWidget):
         layout.addWidget(QLabel("Model"))
         layout.addWidget(self.spec)
         layout.addWidget(self.device)
+        layout.addWidget(self.max_memory)
         layout.addWidget(self.dtype)
         layout.addWidget(self.load_button)
         layout.addSpacing(12)
         layout.addWidget(self.info, 1)
+        self._device_changed(self.device.currentText())
 
     def set_choices(self, entries, recent: list[str]) -> None:
         """entries: workbench.models.available_models(); recent specs come first."""
@@ -79,9 +91,16 @@ class ModelPicker(QWidget):
     def current_spec(self) -> str:
         return self.spec.currentText().strip()
 
-    def set_selection(self, spec: str, device: str = "cpu", dtype: str = "float32") -> None:
+    def selection(self) -> tuple[str, str, str, str, str]:
+        """(spec, device, dtype, device map or "", max memory), as load_requested sends them."""
+        chosen = self.device.currentText()
+        device_map = chosen.removeprefix(MAP_PREFIX) if chosen.startswith(MAP_PREFIX) else ""
+        return self.current_spec(), "cpu" if device_map else chosen, self.dtype.currentText(), device_map, self.max_memory.text().strip() if device_map else ""
+
+    def set_selection(self, spec: str, device: str = "cpu", dtype: str = "float32", device_map: str = "", max_memory: str = "") -> None:
         self.spec.setEditText(spec)
-        for combo, value in ((self.device, device), (self.dtype, dtype)):
+        self.max_memory.setText(max_memory)
+        for combo, value in ((self.device, MAP_PREFIX + device_map if device_map else device), (self.dtype, dtype)):
             index = combo.findText(value)
             if index < 0:
                 combo.addItem(value)
@@ -92,5 +111,8 @@ class ModelPicker(QWidget):
         self.load_button.setText("Loading…" if loading else "Load")
         self.load_button.setEnabled(not loading)
 
+    def _device_changed(self, text: str) -> None:
+        self.max_memory.setVisible(text.startswith(MAP_PREFIX))
+
     def _request(self) -> None:
-        self.load_requested.emit(self.current_spec(), self.device.currentText(), self.dtype.currentText())
+        self.load_requested.emit(*self.selection())
