@@ -19,8 +19,8 @@ from workbench.progress import run_to_completion
 RESID = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
 
 
-def test_host_is_1_1_and_the_builtins_declare_their_dependency():
-    assert API_VERSION == (1, 1)
+def test_host_is_1_2_and_the_builtins_declare_their_dependency():
+    assert API_VERSION == (1, 2)  # 1.2 (issue 21) added Analysis.engines and ctx.engine; 1.1 plugins run unchanged
     registry = discover_plugins()
     rome = registry.get("rome")
     assert rome.requires == ["causal-trace"]

@@ -19,7 +19,7 @@ PROMPT = "t1 t2 t3 t4 t1 t2 t3"
 def test_plugins_json_lists_builtins_with_status(capsys):
     assert main(["plugins", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert listing["api_version"] == "1.1"
+    assert listing["api_version"] == "1.2"
     by_id = {p["id"]: p for p in listing["plugins"]}
     assert by_id["logit-lens"]["status"] == "ok" and by_id["logit-lens"]["version"] == "1.0.0"
     assert "entry point" in by_id["logit-lens"]["source"]
