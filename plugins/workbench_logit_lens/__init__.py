@@ -10,7 +10,7 @@ plugin = Plugin(
     id="logit-lens",
     name="Logit lens",
     version="1.0.0",
-    api_version="1.1",
+    api_version="1.2",
     description="What the residual stream predicts after each layer: the final norm and unembedding applied early.",
     analysis=Analysis(
         run="workbench_logit_lens.analysis:run",
@@ -18,6 +18,7 @@ plugin = Plugin(
             Int("top_k", default=5, minimum=1, maximum=50, help="predictions kept per layer and position"),
             Bool("include_embeddings", default=True, help="also decode the residual stream before block 0"),
         ],
+        engines=("bridge", "nnsight"),
     ),
     result_types=["workbench_logit_lens.result:LogitLensResult"],
     panel="workbench_logit_lens.panel:LogitLensPanel",
