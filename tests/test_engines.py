@@ -259,3 +259,17 @@ def test_ndif_from_the_command_line(monkeypatch, capsys):
     assert code == 2 and time.perf_counter() - started < 5
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "set the environment variable NDIF_API_KEY" in errors[0]  # one line, no traceback
+
+
+def test_predict_and_hooks_commands_on_the_nnsight_engine(capsys, tmp_path):
+    from workbench.cli.main import main
+
+    printed = []
+    for spec in ("lab:induction", "nnsight:lab:induction"):
+        assert main(["predict", "--model", spec, "--prompt", LAB_PROMPTS[0], "-k", "3"]) == 0
+        printed.append([line for line in capsys.readouterr().out.splitlines() if "(id " in line])
+    assert printed[0] == printed[1] and len(printed[0]) == 3
+    assert main(["hooks", "--model", "nnsight:lab:induction", "--pattern", "residual"]) == 0
+    assert "blocks.1.hook_resid_post" in capsys.readouterr().out
+    assert main(["cache", "--model", "nnsight:lab:induction", "--prompt", LAB_PROMPTS[0], "--hooks", "residual", "--out", str(tmp_path / "store.h5")]) == 2
+    assert "does not run on the nnsight engine yet" in capsys.readouterr().err

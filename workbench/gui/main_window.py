@@ -61,7 +61,8 @@ def _load_model_job(spec: str, device: str, dtype: str):
     # One blocking call: the task shows a busy bar, and a cancel takes effect when it returns.
     yield Progress(0, 0, f"loading {spec} on {device} ({dtype})")
     model = load_model(spec, device=device, dtype=dtype)
-    install_interrupt(model.bridge)  # in the app, Cancel stops a forward pass between two blocks
+    if model.engine.name == "bridge":  # in the app, Cancel stops a forward pass between two blocks (bridge engine only, so far)
+        install_interrupt(model.bridge)
     yield Progress(1, 1, f"loaded in {model.load_seconds:.1f} s")
     return model
 

@@ -36,7 +36,7 @@ class PluginRunError(PluginError):
 def _versions() -> dict[str, str]:
     from ..capture import package_version
 
-    return {name: package_version(name) for name in ("interpretability-workbench", "transformer-lens", "torch", "transformers", "h5py")}
+    return {name: package_version(name) for name in ("interpretability-workbench", "transformer-lens", "nnsight", "torch", "transformers", "h5py")}
 
 
 def run_analysis(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None = None, texts: dict[str, str] | None = None) -> Job[Result]:
