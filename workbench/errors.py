@@ -32,3 +32,8 @@ class StoreError(WorkbenchError):
 
 class HookError(WorkbenchError):
     pass
+
+
+class EngineError(WorkbenchError):
+    """What an engine cannot do (workbench/engines): an analysis not ported to it, a hook
+    point its family map does not place, a write it cannot make."""

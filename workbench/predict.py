@@ -28,8 +28,8 @@ class Prediction:
 @torch.inference_mode()
 def predict_next(model: LoadedModel, prompt: str, k: int = 10, prepend_bos: bool | None = None) -> Prediction:
     ids = model.tokenize(prompt, prepend_bos=prepend_bos)
-    device = next(model.bridge.parameters()).device
-    logits = model.bridge(torch.tensor([ids], device=device), return_type="logits")
+    logits = model.engine.run([ids], logit_positions=[-1]).logits  # any engine (workbench.engines)
+    assert logits is not None
     probs = logits[0, -1].float().softmax(-1)
     values, indices = probs.topk(min(k, probs.shape[-1]))
     top = [(model.decode([int(i)]), int(i), float(v)) for v, i in zip(values, indices)]

@@ -19,6 +19,7 @@ plugin = Plugin(
             Int("top_k", default=5, minimum=1, maximum=50, help="predictions kept per layer and position"),
             Bool("include_embeddings", default=True, help="also decode the residual stream before block 0"),
         ],
+        engines=("bridge", "nnsight"),
     ),
     result_types=["workbench_logit_lens.result:LogitLensResult"],
     panel="workbench_logit_lens.panel:LogitLensPanel",

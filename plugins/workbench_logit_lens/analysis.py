@@ -1,11 +1,12 @@
-"""Logit lens: decode every layer's residual stream with the model's own final norm, unembedding and logit transform (Gemma 2's soft cap)."""
+"""Logit lens: decode every layer's residual stream with the model's own final norm, unembedding and logit transform (Gemma 2's soft cap).
+
+Written against the engine seam (ctx.activations, ctx.engine.decode_residual), so it runs on every engine."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from workbench.hooks.partial_run import decode_residual
 from workbench.plugin_api import AnalysisContext, Cost, Progress
 
 from .result import LogitLensResult
@@ -20,15 +21,15 @@ def run(ctx: AnalysisContext, top_k: int = 5, include_embeddings: bool = True):
     yield Progress(0, len(hooks) + 1, "reading the residual stream")
     acts = ctx.activations(hooks)
     tokens = ctx.tokens()
-    bridge = model.bridge
+    engine = ctx.engine
     final_probs, top_ids, top_probs, target_probs = [], [], [], []
     with torch.inference_mode():
         final = torch.as_tensor(acts[hooks[-1]], device=ctx.device)
-        final_dist = decode_residual(bridge, final[None])[0].float().softmax(-1)
+        final_dist = engine.decode_residual(final[None])[0].float().softmax(-1)
         final_top = final_dist.argmax(-1)
         for step, name in enumerate(hooks, start=1):
             resid = torch.as_tensor(acts[name], device=ctx.device, dtype=final.dtype)
-            probs = decode_residual(bridge, resid[None])[0].float().softmax(-1)
+            probs = engine.decode_residual(resid[None])[0].float().softmax(-1)
             values, indices = probs.topk(top_k, dim=-1)
             top_ids.append(indices.cpu().numpy())
             top_probs.append(values.cpu().numpy())

@@ -217,7 +217,7 @@ def cmd_predict(args) -> int:
     if args.k < 1:
         raise WorkbenchError(f"-k {args.k} asks for no predictions.", "give -k 1 or more (default 10)")
     model = _load(args)
-    result = predict_next(model, args.prompt, k=min(args.k, int(model.bridge.cfg.d_vocab)), prepend_bos=_bool_choice(args.bos))
+    result = predict_next(model, args.prompt, k=min(args.k, int(model.cfg.d_vocab)), prepend_bos=_bool_choice(args.bos))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -229,7 +229,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_hooks(args) -> int:
-    from ..hooks import HookCatalog, describe_presets
+    from ..hooks import catalog_for, describe_presets
 
     if args.pattern and not args.model:
         raise WorkbenchError("--pattern selects among a model's hook points, and no --model was given.", "add --model SPEC, e.g. --model smollm2")
@@ -238,7 +238,7 @@ def cmd_hooks(args) -> int:
         print(f"  {name:<12} {text}: {', '.join(patterns)}")
     if args.model:
         model = _load(args)
-        catalog = HookCatalog(model.bridge)
+        catalog = catalog_for(model.engine)  # on nnsight models: the names the engine seam reads
         specs = catalog.resolve(args.pattern) if args.pattern else catalog.specs
         print(f"\nhook points of {model.name} ({len(specs)}):")
         for spec in specs:

@@ -20,6 +20,7 @@ KEY_PACKAGES = (
     ("torch", "torch"),
     ("transformers", "transformers"),
     ("TransformerLens", "transformer-lens"),
+    ("nnsight", "nnsight"),
     ("Qt (PySide6)", "pyside6-essentials"),
     ("h5py", "h5py"),
     ("numpy", "numpy"),

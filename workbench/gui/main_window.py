@@ -62,7 +62,8 @@ def _load_model_job(spec: str, device: str, dtype: str, device_map: str = "", ma
     where = f"device map {device_map}" if device_map else device
     yield Progress(0, 0, f"loading {spec} on {where} ({dtype})")
     model = load_model(spec, device=device, dtype=dtype, device_map=device_map or None, max_memory=max_memory)
-    install_interrupt(model.bridge)  # in the app, Cancel stops a forward pass between two blocks
+    if model.engine.name == "bridge":  # in the app, Cancel stops a forward pass between two blocks (bridge engine only, so far)
+        install_interrupt(model.bridge)
     yield Progress(1, 1, f"loaded in {model.load_seconds:.1f} s")
     return model
 

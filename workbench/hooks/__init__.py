@@ -1,5 +1,5 @@
 """Hook points: selecting them by name, glob or preset."""
 
-from .selection import PRESETS, HookCatalog, HookSpec, describe_presets
+from .selection import PRESETS, HookCatalog, HookSpec, catalog_for, describe_presets
 
-__all__ = ["PRESETS", "HookCatalog", "HookSpec", "describe_presets"]
+__all__ = ["PRESETS", "HookCatalog", "HookSpec", "catalog_for", "describe_presets"]

@@ -13,6 +13,12 @@ from contextlib import contextmanager
 
 import torch
 
+# One copy of how the model's own logits are made, kept with the bridge engine; imported here by its
+# old name for the passes below and the analyses that decode residuals.
+from ..engines.bridge import decode_residual, output_logits
+
+__all__ = ["decode_residual", "logits_from_layer", "output_logits", "select_hook", "skipping_blocks_before"]
+
 
 @contextmanager
 def skipping_blocks_before(bridge, start: int):
@@ -36,25 +42,6 @@ def select_hook(select: Callable[[torch.Tensor], torch.Tensor]):
     """A hook for `unembed.hook_in` that keeps only the positions whose logits are wanted:
     projecting every position onto the vocabulary costs as much as several blocks."""
     return ("unembed.hook_in", lambda activation, hook=None: select(activation))
-
-
-def decode_residual(bridge, residual: torch.Tensor) -> torch.Tensor:
-    """Logits of a residual stream [batch, pos, d_model] made the way the model's own output
-    is: final norm, unembedding, then the family's transform of the logits (Gemma 2's final
-    soft cap, Granite's and Cohere's scaling), which TransformerLens applies after the
-    unembedding module, so `unembed(ln_final(x))` alone misses it. A residual read back from
-    the store (float32) is cast to the model's dtype first (bfloat16 and float16 models)."""
-    residual = residual.to(next(bridge.parameters()).dtype)
-    return output_logits(bridge, bridge.unembed(bridge.ln_final(residual)))
-
-
-def output_logits(bridge, logits: torch.Tensor) -> torch.Tensor:
-    """The family's transform of the unembedding's output (identity for most families)."""
-    transform = getattr(getattr(bridge, "adapter", None), "apply_output_logits_transform", None)
-    if transform is not None:
-        return transform(logits)
-    cap = getattr(bridge.cfg, "output_logits_soft_cap", None)  # TransformerLens before the adapter hook
-    return torch.tanh(logits / cap) * cap if cap and cap > 0 else logits
 
 
 def logits_from_layer(

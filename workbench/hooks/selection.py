@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..engines import BridgeEngine, Engine
 from ..errors import HookError
 
 if TYPE_CHECKING:
@@ -97,6 +98,16 @@ class HookCatalog:
                 self.by_name[n] = spec
         self.specs.sort(key=_forward_rank)
 
+    @classmethod
+    def from_names(cls, names: list[str]) -> HookCatalog:
+        """A catalog of plain hook names (an engine's seam names): no aliases, no hook points."""
+        catalog = cls.__new__(cls)
+        catalog._points = {}
+        catalog.specs = [HookSpec(name, name, _position_axes(name, None)) for name in names]
+        catalog.by_name = {spec.name: spec for spec in catalog.specs}
+        catalog.specs.sort(key=_forward_rank)
+        return catalog
+
     def hook_point(self, spec: HookSpec):
         return self._points.get(spec.canonical) or self._points[spec.name]
 
@@ -132,6 +143,14 @@ class HookCatalog:
         if close:
             return "did you mean " + " or ".join(repr(c) for c in close) + "?"
         return f"use a TransformerLens hook name such as 'blocks.0.hook_resid_post', a glob, or a preset ({', '.join(PRESETS)})"
+
+
+def catalog_for(engine: Engine) -> HookCatalog:
+    """The hook names an analysis may ask an engine for: every hook point of a
+    TransformerBridge, the seam's names (workbench.engines.SEAM_POINTS) on other engines."""
+    if isinstance(engine, BridgeEngine):
+        return HookCatalog(engine.bridge)
+    return HookCatalog.from_names(engine.hook_names())
 
 
 def describe_presets() -> list[tuple[str, str, list[str]]]:

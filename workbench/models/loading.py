@@ -15,7 +15,8 @@ from urllib.parse import urlparse
 
 import torch
 
-from ..errors import InputError, ModelLoadError
+from ..engines import BridgeEngine, Engine
+from ..errors import EngineError, InputError, ModelLoadError
 from .fingerprint import fingerprint_model, model_weights
 from .gguf_cache import convert_gguf, embedded_gguf_path
 from .placement import Placement, device_summary, offload_folder, offloaded_weights
@@ -32,10 +33,11 @@ DEVICES = ("cpu", "cuda", "mps")
 
 @dataclass
 class LoadedModel:
-    """A model ready for analysis: the bridge plus everything we know about it."""
+    """A model ready for analysis: the engine that runs it (workbench.engines) plus
+    everything we know about it."""
 
     source: ModelSource
-    bridge: TransformerBridge
+    engine: Engine
     tokenizer: PreTrainedTokenizerBase
     fingerprint: str
     device: str
@@ -49,15 +51,26 @@ class LoadedModel:
     @property
     def offloaded_weights(self) -> list[str]:
         """Weights a device map keeps on CPU or disk (see workbench.models.placement)."""
-        return offloaded_weights(self.bridge.original_model) if self.placement.mapped else []
+        return offloaded_weights(self.engine.hf_model) if self.placement.mapped else []
 
     @property
     def device_map_summary(self) -> str:
-        return device_summary(getattr(self.bridge.original_model, "hf_device_map", None))
+        return device_summary(getattr(self.engine.hf_model, "hf_device_map", None))
 
     def current_fingerprint(self) -> str:
         """Fingerprint of the weights as they are now (e.g. after a weight edit)."""
-        return fingerprint_model(self.bridge.original_model, self.weight_names or None)
+        return fingerprint_model(self.engine.hf_model, self.weight_names or None)
+
+    @property
+    def bridge(self) -> TransformerBridge:
+        """The TransformerBridge, for the code that has not moved onto the engine seam yet;
+        EngineError on a model that another engine runs."""
+        if isinstance(self.engine, BridgeEngine):
+            return self.engine.bridge
+        raise EngineError(
+            f"This does not run on the {self.engine.name} engine yet: it needs TransformerBridge, and {self.spec} runs on {self.engine.name}.",
+            f"load it without the '{self.source.engine}:' prefix ({self.source.base_spec}) to run this on TransformerBridge",
+        )
 
     @property
     def spec(self) -> str:
@@ -69,7 +82,7 @@ class LoadedModel:
 
     @property
     def cfg(self):
-        return self.bridge.cfg
+        return self.engine.cfg
 
     @property
     def n_layers(self) -> int:
@@ -157,6 +170,7 @@ class LoadedModel:
             "spec": self.spec,
             "name": self.name,
             "kind": self.source.kind,
+            "engine": self.engine.name,
             "location": self.source.location,
             "fingerprint": self.fingerprint,
             "architecture": getattr(self.cfg, "architecture", None),
@@ -197,9 +211,13 @@ def _check_dtype(dtype: str) -> torch.dtype:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urlparse(endpoint)
-    host, port = parsed.hostname or "huggingface.co", parsed.port or (443 if parsed.scheme == "https" else 80)
+    return reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the URL's host and port opens within `timeout` seconds."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "localhost", parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -311,17 +329,43 @@ def load_hf_model(spec: str, dtype: str = "float32", device: str = "cpu", placem
 
 
 def load_model(spec: str, device: str = "cpu", dtype: str = "float32", device_map: str | None = None, max_memory: str = "") -> LoadedModel:
-    """Load any model spec as a TransformerBridge (TransformerLens 4.x), on one device or
-    placed by a device map (workbench.models.placement)."""
-    from transformer_lens.model_bridge import TransformerBridge
-
+    """Load any model spec: as a TransformerBridge (TransformerLens 4.x), or on the nnsight
+    engine for `nnsight:<spec>`; `ndif:<hf id>` checks what running on NDIF needs. On one
+    device, or placed by a device map (workbench.models.placement)."""
     started = time.perf_counter()
+    requested = parse_spec(spec)
+    if requested.engine == "ndif":
+        from .ndif import open_ndif
+
+        open_ndif(requested)
     placement = Placement(device, device_map, max_memory or "")
+    if placement.mapped and requested.engine != "bridge":
+        raise ModelLoadError(f"A device map places models for TransformerBridge; {spec!r} runs on the {requested.engine} engine.", "load it without --device-map, or without the engine prefix")
     device = "cpu" if placement.mapped else _check_device(device)
     source, hf_model, tokenizer = load_hf_model(spec, dtype, device, placement)
     fingerprint = fingerprint_model(hf_model)
     weight_names = tuple(sorted(model_weights(hf_model)))
     prepends_bos = _tokenizer_prepends_bos(tokenizer)
+    engine = _nnsight_engine(spec, hf_model, tokenizer, device) if source.engine == "nnsight" else _bridge_engine(spec, source, hf_model, tokenizer, device, dtype, placement)
+    if placement.mapped:  # where the inputs go: the device of the embeddings
+        device = str(engine.cfg.device or "cpu")
+    return LoadedModel(
+        source=source,
+        engine=engine,
+        tokenizer=tokenizer,
+        fingerprint=fingerprint,
+        device=device,
+        dtype=dtype,
+        tokenizer_prepends_bos=prepends_bos,
+        load_seconds=time.perf_counter() - started,
+        weight_names=weight_names,
+        placement=placement,
+    )
+
+
+def _bridge_engine(spec: str, source: ModelSource, hf_model, tokenizer, device: str, dtype: str, placement: Placement) -> BridgeEngine:
+    from transformer_lens.model_bridge import TransformerBridge
+
     try:
         bridge = TransformerBridge.boot_transformers(
             source.display_name, hf_model=hf_model, tokenizer=tokenizer, device=None if placement.mapped else device, dtype=DTYPES[dtype]
@@ -332,20 +376,16 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", device_ma
             "check TransformerBridge.list_supported_models() for supported architectures",
         ) from exc
     bridge.eval()
-    if placement.mapped:  # where the inputs go: the device of the embeddings
-        device = str(bridge.cfg.device or "cpu")
-    return LoadedModel(
-        source=source,
-        bridge=bridge,
-        tokenizer=tokenizer,
-        fingerprint=fingerprint,
-        device=device,
-        dtype=dtype,
-        tokenizer_prepends_bos=prepends_bos,
-        load_seconds=time.perf_counter() - started,
-        weight_names=weight_names,
-        placement=placement,
-    )
+    return BridgeEngine(bridge)
+
+
+def _nnsight_engine(spec: str, hf_model, tokenizer, device: str) -> Engine:
+    from ..engines import NnsightEngine
+
+    try:
+        return NnsightEngine(hf_model.to(device), tokenizer)
+    except EngineError as exc:
+        raise ModelLoadError(f"Cannot run {spec!r} on the nnsight engine: {exc.message}", exc.hint) from None
 
 
 @functools.lru_cache(maxsize=1)

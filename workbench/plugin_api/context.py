@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..engines import BridgeEngine, Engine
 from ..errors import InputError, StoreError
-from ..hooks import HookCatalog, HookSpec
+from ..hooks import HookSpec, catalog_for
 from ..hooks.streaming import stream_activations
 from ..models import LoadedModel
 from ..progress import Job, sub_job
@@ -55,8 +56,14 @@ class AnalysisContext:
         return self.prompts[0]
 
     @property
+    def engine(self) -> Engine:
+        """What runs the model (plugin API 1.2): `engine.run(tokens, reads, writes)` and
+        `engine.decode_residual(x)` work on every engine (workbench.engines)."""
+        return self.model.engine
+
+    @property
     def device(self) -> torch.device:
-        return next(self.model.bridge.parameters()).device
+        return self.model.engine.device
 
     def tokens(self, index: int = 0) -> list[int]:
         if not self.prompts:
@@ -68,7 +75,7 @@ class AnalysisContext:
 
     def hook_names(self, patterns: str | Iterable[str]) -> list[str]:
         """Hook names (the keys the store uses) for names, globs or presets."""
-        return [spec.name for spec in HookCatalog(self.model.bridge).resolve(patterns)]
+        return [spec.name for spec in catalog_for(self.model.engine).resolve(patterns)]
 
     def for_prompts(self, prompts: list[str]) -> AnalysisContext:
         """The same model, store and BOS choice for other prompts (a compare prompt, say).
@@ -128,7 +135,8 @@ class AnalysisContext:
         with self.stored_hit(names, index) as hit:
             if hit is not None:
                 return True
-        if not (self.fill_store and self.store_path is not None):
+        # Capturing into the store runs on TransformerBridge only, so far: other engines compute.
+        if not (self.fill_store and self.store_path is not None and isinstance(self.model.engine, BridgeEngine)):
             return False
         from ..capture import capture_activations
 
@@ -145,7 +153,7 @@ class AnalysisContext:
         memory at a time), else from one forward pass, handed over hook by hook when
         all of them would not fit budget_bytes (default IN_MEMORY_BUDGET_BYTES). Stopping early is fine: the store is
         closed and the pass ends."""
-        specs = HookCatalog(self.model.bridge).resolve(patterns)
+        specs = catalog_for(self.model.engine).resolve(patterns)
         names = [spec.name for spec in specs]
         with self.stored_hit(names, index, min_itemsize) as hit:
             if hit is not None:
@@ -155,6 +163,12 @@ class AnalysisContext:
                     yield name, np.asarray(hit.run.read(name, hit.prompt))
                 return
         ids = torch.tensor([self.tokens(index)], device=self.device)
+        if not isinstance(self.model.engine, BridgeEngine):  # one pass through the seam, every hook at once
+            with torch.inference_mode():
+                run = self.model.engine.run(ids, reads={name: None for name in names}, logits=False)
+            for name in names:
+                yield name, run.activations.pop(name)[0].float().cpu().numpy()
+            return
         if _pass_bytes(self, specs, ids.shape[1]) <= (IN_MEMORY_BUDGET_BYTES if budget_bytes is None else budget_bytes):
             with torch.inference_mode():
                 _, cache = self.model.bridge.run_with_cache(ids, names_filter=[s.canonical for s in specs], return_type=None)
@@ -177,7 +191,7 @@ class AnalysisContext:
         """
         names = self.hook_names(patterns)
         captured = False
-        if self.fill_store and self.store_path is not None:
+        if self.fill_store and self.store_path is not None and isinstance(self.model.engine, BridgeEngine):
             with self.stored_hit(names, index, min_itemsize) as hit:
                 captured = hit is None
             if captured:

@@ -89,7 +89,7 @@ def _block_weights(model: LoadedModel) -> int:
     """Weights in the layers (all of them for a mixture of experts: an upper bound)."""
     key = "block_weights"
     if key not in model.extra:
-        hf: Any = model.bridge.original_model
+        hf: Any = model.engine.hf_model
         embeddings = {id(p) for m in (hf.get_input_embeddings(), hf.get_output_embeddings()) if m is not None for p in m.parameters()}
         model.extra[key] = sum(p.numel() for p in hf.parameters() if id(p) not in embeddings)
     return int(model.extra[key])
@@ -103,9 +103,9 @@ def measured_rate(model: LoadedModel) -> float:
 
         tokens = torch.randint(0, int(model.cfg.d_vocab), (1, CALIBRATION_TOKENS), device=model.device)
         with torch.inference_mode():
-            model.bridge(tokens)
+            model.engine.run(tokens)
             started = time.perf_counter()
-            model.bridge(tokens)
+            model.engine.run(tokens)
             seconds = max(time.perf_counter() - started, 1e-6)
         model.extra[_RATE_KEY] = forward_flops(model, CALIBRATION_TOKENS) / seconds
     return float(model.extra[_RATE_KEY])

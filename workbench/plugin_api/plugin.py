@@ -19,7 +19,7 @@ from .params import Param, resolve_params
 
 # Major changes break plugins; minor ones only add. A plugin written for 1.x runs on
 # any host 1.y with y >= x.
-API_VERSION = (1, 2)  # 1.1: queries, requires/provides, ctx.activations_by_layer; 1.2: Analysis.cost, weights_in_place
+API_VERSION = (1, 2)  # 1.1: queries, requires/provides, ctx.activations_by_layer; 1.2: engines, Analysis.cost, weights_in_place
 API_VERSION_TEXT = f"{API_VERSION[0]}.{API_VERSION[1]}"
 
 _ID = re.compile(r"^[a-z][a-z0-9\-]*$")
@@ -74,6 +74,10 @@ class Analysis:
     multi_prompt: bool = False  # reads every prompt of the context, not only the first
     cache_hooks: Callable[..., list[str]] | str | None = None  # hooks it reads, for store reuse
     # API 1.2 --------------------------------------------------------------------------
+    # The engines (workbench.engines) it runs on. An analysis that reaches only
+    # through ctx.engine and ctx.activations* runs on every engine; one that uses
+    # ctx.model.bridge runs on "bridge" only, and is refused with a clear message elsewhere.
+    engines: tuple[str, ...] = ("bridge",)
     # cost(ctx, **params) -> workbench.plugin_api.Cost: its forward passes, stated before it
     # runs, so the runner can show the estimate and ask before a job of hours.
     cost: Callable[..., Any] | str | None = None

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, cast
 
-from ..errors import InputError, WorkbenchError
+from ..errors import EngineError, InputError, WorkbenchError
 from ..models import LoadedModel
 from ..progress import Job, Progress
 from ..results.base import Result, ResultMeta
@@ -37,7 +37,7 @@ class PluginRunError(PluginError):
 def _versions() -> dict[str, str]:
     from ..capture import package_version
 
-    return {name: package_version(name) for name in ("interpretability-workbench", "transformer-lens", "torch", "transformers", "h5py")}
+    return {name: package_version(name) for name in ("interpretability-workbench", "transformer-lens", "nnsight", "torch", "transformers", "h5py")}
 
 
 def run_analysis(
@@ -81,6 +81,7 @@ def _checked_values(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any]
     if plugin.analysis is None:
         raise PluginError(f"Plugin {plugin.id!r} has no analysis to run.", "choose a plugin with an analysis ('workbench plugins')")
     analysis = plugin.analysis
+    check_engine(plugin, ctx.model)
     values = analysis.resolve(params, texts)
     if analysis.needs_prompt and not ctx.prompts:
         raise WorkbenchError(f"{plugin.name} needs a prompt.", "type a prompt (CLI: --prompt TEXT)")
@@ -137,6 +138,21 @@ def _drive(plugin: Plugin, function_of: Callable[[], Callable[..., Any]], args: 
     return result
 
 
+def check_engine(plugin: Plugin, model: LoadedModel | None) -> None:
+    """EngineError unless the plugin's analysis declares the engine that runs the model
+    (`Analysis.engines`, plugin API 1.2), before any work."""
+    if plugin.analysis is None or model is None:
+        return
+    engine = model.engine.name
+    if engine not in plugin.analysis.engines:
+        raise EngineError(
+            f"{plugin.name} does not run on the {engine} engine yet.",
+            f"load the model without the '{model.source.engine}:' prefix ({model.source.base_spec}) to run it on TransformerBridge"
+            if "bridge" in plugin.analysis.engines
+            else f"it runs on: {', '.join(plugin.analysis.engines)}",
+        )
+
+
 def check_same_model(result: Result, model: LoadedModel | None) -> None:
     """InputError unless `model` is the model `result` was computed on (by fingerprint).
 
@@ -164,6 +180,7 @@ def run_query(plugin: Plugin, name: str, ctx: AnalysisContext, result: Result, p
     values = query.resolve(params, texts)
     check_same_model(result, ctx.model)
     check_weights_in_place(plugin, ctx.model)
+    check_engine(plugin, ctx.model)
     started = time.perf_counter()
     answer = yield from _drive(plugin, query.run_function, (ctx, result), values)
     base = result.meta or ResultMeta(plugin_id=plugin.id, plugin_version=plugin.version)

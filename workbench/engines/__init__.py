@@ -1,0 +1,30 @@
+"""Engines: what an analysis needs from a model run, behind one small interface.
+
+`Engine.run(tokens, reads={hook: positions}, writes={hook: Write(value, positions)})`
+gives back the logits and the activations read (base.py). Two implementations:
+`BridgeEngine` (TransformerLens 4's TransformerBridge, the default) and `NnsightEngine`
+(an nnsight trace over the same Hugging Face model: `nnsight:<spec>` models, and NDIF).
+"""
+
+from .base import GLOBAL_POINTS, SEAM_POINTS, Engine, EngineRun, HookPoint, ModelShape, Positions, Write, parse_hook, seam_hook_names
+from .bridge import BridgeEngine
+from .families import MODULE_MAPS, ModuleMap, module_map_for
+from .nnsight_engine import NnsightEngine
+
+__all__ = [
+    "GLOBAL_POINTS",
+    "MODULE_MAPS",
+    "SEAM_POINTS",
+    "BridgeEngine",
+    "Engine",
+    "EngineRun",
+    "HookPoint",
+    "ModelShape",
+    "ModuleMap",
+    "NnsightEngine",
+    "Positions",
+    "Write",
+    "module_map_for",
+    "parse_hook",
+    "seam_hook_names",
+]

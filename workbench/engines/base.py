@@ -1,0 +1,224 @@
+"""The engine seam: what an analysis needs from a model run, and nothing else.
+
+An analysis asks an engine for one forward pass over a batch of token ids, naming the
+hook points it wants to read (at which positions) and the values it wants to write
+there, and gets the logits and the read tensors back:
+
+    out = engine.run(ids, reads={"blocks.3.hook_resid_post": None},          # every position
+                     writes={"blocks.1.hook_resid_post": Write(value, [4])})  # position 4 only
+    out.logits            # [batch, pos, d_vocab] (or the positions asked for)
+    out.activations["blocks.3.hook_resid_post"]                                # [batch, pos, d_model]
+
+Hook points are named as everywhere in the workbench: TransformerLens' legacy names
+(`SEAM_POINTS`), the same on every engine and every family. Each engine maps them onto
+its own machinery: `BridgeEngine` onto TransformerBridge's hook points, `NnsightEngine`
+onto the Hugging Face module tree through one `ModuleMap` per family. An analysis written
+against this interface runs on both, and (later) on NDIF, where the nnsight engine's run is
+the same trace sent with `remote=True`.
+
+The engine sets no grad mode: callers wrap runs in `torch.inference_mode()` as they did.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import EngineError, HookError
+
+# Positions along a hook's token axis: None for every position, else a list of positions
+# (negative ones count from the end). For attention patterns they select query positions.
+Positions = None | int | Sequence[int]
+
+# The hook points every engine reads and writes, per block and outside the blocks, with
+# what each holds. Shapes are batched: b = batch, p = positions asked for.
+SEAM_POINTS: dict[str, str] = {
+    "hook_resid_pre": "[b, p, d_model] the residual stream entering the block",
+    "hook_resid_mid": "[b, p, d_model] the residual stream after attention, before the MLP (sequential blocks only)",
+    "hook_resid_post": "[b, p, d_model] the residual stream leaving the block",
+    "hook_attn_out": "[b, p, d_model] the attention sublayer's output, as added to the residual",
+    "hook_mlp_out": "[b, p, d_model] the MLP sublayer's output, as added to the residual",
+    "attn.hook_pattern": "[b, heads, p (query), key] attention weights after the softmax",
+    "attn.hook_z": "[b, p, heads, d_head] each head's weighted values, before the output projection",
+}
+GLOBAL_POINTS: dict[str, str] = {
+    "hook_embed": "[b, p, d_model] the token embeddings",
+    "ln_final.hook_normalized": "[b, p, d_model] the final norm's output, what the unembedding reads",
+}
+_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """A seam hook name taken apart: blocks.{layer}.{point}, or a point outside the blocks."""
+
+    name: str
+    layer: int | None
+    point: str
+
+    @property
+    def position_axis(self) -> int:
+        """The axis of the batched tensor that runs over (query) positions."""
+        return 2 if self.point == "attn.hook_pattern" else 1
+
+
+def parse_hook(name: str, n_layers: int) -> HookPoint:
+    """The HookPoint of a seam hook name, or HookError naming the names an engine knows."""
+    match = _BLOCK.match(name)
+    if match:
+        layer, point = int(match.group(1)), match.group(2)
+        if point in SEAM_POINTS:
+            if layer >= n_layers:
+                raise HookError(f"Hook {name!r} names layer {layer}; the model has layers 0..{n_layers - 1}.", "use a layer the model has")
+            return HookPoint(name, layer, point)
+    elif name in GLOBAL_POINTS:
+        return HookPoint(name, None, name)
+    raise HookError(
+        f"Hook {name!r} is not one the engines read or write.",
+        f"use blocks.L.<point> with <point> one of {', '.join(SEAM_POINTS)}, or {', '.join(GLOBAL_POINTS)}",
+    )
+
+
+def seam_hook_names(n_layers: int, points: Sequence[str] | None = None) -> list[str]:
+    """Every seam hook name of a model, in the order a forward pass computes them."""
+    per_block = [p for p in ("hook_resid_pre", "attn.hook_z", "attn.hook_pattern", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post") if points is None or p in points]
+    return ["hook_embed"] + [f"blocks.{layer}.{p}" for layer in range(n_layers) for p in per_block] + ["ln_final.hook_normalized"]
+
+
+@dataclass(frozen=True)
+class Write:
+    """A value written into a hook point: `value` replaces the activation at `positions`
+    (None: every position) and must broadcast to that slice, e.g. [d_model] or
+    [b, len(positions), d_model] for a residual, [b, len(positions), heads, d_head] for hook_z."""
+
+    value: torch.Tensor
+    positions: Positions = None
+
+
+def as_write(item: Write | tuple[Positions, torch.Tensor]) -> Write:
+    """A Write, also from the shorthand (positions, value)."""
+    if isinstance(item, Write):
+        return item
+    positions, value = item
+    return Write(value, positions)
+
+
+def position_index(positions: Positions) -> slice | list[int]:
+    """An index for one tensor axis: every position, or the listed ones (the axis is kept)."""
+    if positions is None:
+        return slice(None)
+    if isinstance(positions, int):
+        return [positions]
+    return [int(p) for p in positions]
+
+
+def select_positions(tensor: torch.Tensor, axis: int, positions: Positions) -> torch.Tensor:
+    index: list[Any] = [slice(None)] * tensor.dim()
+    index[axis] = position_index(positions)
+    return tensor[tuple(index)]
+
+
+def replace_positions(tensor: torch.Tensor, axis: int, write: Write) -> torch.Tensor:
+    """A copy of tensor with the written positions replaced (the original stays as it was:
+    other parts of the model may still hold it)."""
+    out = tensor.clone()
+    index: list[Any] = [slice(None)] * tensor.dim()
+    index[axis] = position_index(write.positions)
+    out[tuple(index)] = write.value.to(device=out.device, dtype=out.dtype)
+    return out
+
+
+@dataclass
+class EngineRun:
+    """What one engine run gives back. logits: [batch, pos, d_vocab] at the positions asked
+    for (None when not asked for); activations: {hook name: batched tensor}."""
+
+    logits: torch.Tensor | None
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's sizes, as TransformerBridge's config names them (the fields analyses read
+    from `LoadedModel.cfg`), for engines that have no bridge."""
+
+    n_layers: int
+    n_heads: int
+    n_key_value_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    architecture: str
+
+
+class Engine(ABC):
+    """One way of running a model. See the module docstring for the contract."""
+
+    #: "bridge" or "nnsight": what results, errors and `describe()` call the engine.
+    name: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def hf_model(self) -> torch.nn.Module:
+        """The Hugging Face model the engine runs (its weights are the model's weights)."""
+
+    @property
+    @abstractmethod
+    def cfg(self) -> Any:
+        """The model's sizes: n_layers, n_heads, n_key_value_heads, d_model, d_head, d_mlp, d_vocab, n_ctx."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf_model.parameters()).dtype
+
+    def hook_names(self) -> list[str]:
+        """The seam hook names this engine reads on this model, in forward order."""
+        return seam_hook_names(int(self.cfg.n_layers))
+
+    def run(
+        self,
+        tokens: torch.Tensor | Sequence[Sequence[int]],
+        reads: Mapping[str, Positions] | None = None,
+        writes: Mapping[str, Write | tuple[Positions, torch.Tensor]] | None = None,
+        *,
+        logits: bool = True,
+        logit_positions: Positions = None,
+    ) -> EngineRun:
+        """One forward pass over `tokens` [batch, pos] (prompts of one length): `writes`
+        applied where the model computes those points, `reads` taken after any write at the
+        same point (what the rest of the model sees), logits at `logit_positions` unless
+        `logits` is False."""
+        ids = torch.as_tensor(tokens, dtype=torch.long)
+        if ids.dim() != 2 or ids.shape[1] == 0:
+            raise EngineError(f"An engine runs a batch of token ids [batch, pos]; got shape {tuple(ids.shape)}.", "pass a 2-d tensor or a list of equal-length lists")
+        n_layers = int(self.cfg.n_layers)
+        read_points = {name: (parse_hook(name, n_layers), positions) for name, positions in (reads or {}).items()}
+        write_points = {name: (parse_hook(name, n_layers), as_write(item)) for name, item in (writes or {}).items()}
+        return self._run(ids.to(self.device), read_points, write_points, logits, logit_positions)
+
+    @abstractmethod
+    def _run(
+        self,
+        ids: torch.Tensor,
+        reads: dict[str, tuple[HookPoint, Positions]],
+        writes: dict[str, tuple[HookPoint, Write]],
+        logits: bool,
+        logit_positions: Positions,
+    ) -> EngineRun: ...
+
+    @abstractmethod
+    def decode_residual(self, residual: torch.Tensor) -> torch.Tensor:
+        """Logits of a residual stream [batch, pos, d_model] made the way the model's own
+        output is: final norm, unembedding, the family's transform of the logits. Needs the
+        weights where the engine runs (locally, for now)."""

@@ -1,0 +1,93 @@
+"""The TransformerBridge engine: the seam over TransformerLens 4's `run_with_hooks`.
+
+The seam's hook names are TransformerLens' legacy names, which the bridge resolves
+itself, so a read is a forward hook that keeps the activation and a write one that
+returns it changed. What every analysis computed before the seam is what this engine
+computes: the same forward pass, the same hook points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from .base import Engine, EngineRun, HookPoint, Positions, Write, replace_positions, select_positions
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+
+class BridgeEngine(Engine):
+    name: ClassVar[str] = "bridge"
+
+    def __init__(self, bridge: TransformerBridge) -> None:
+        self.bridge = bridge
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        return self.bridge.original_model
+
+    @property
+    def cfg(self) -> Any:
+        return self.bridge.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bridge.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.bridge.parameters()).dtype
+
+    def _run(
+        self,
+        ids: torch.Tensor,
+        reads: dict[str, tuple[HookPoint, Positions]],
+        writes: dict[str, tuple[HookPoint, Write]],
+        logits: bool,
+        logit_positions: Positions,
+    ) -> EngineRun:
+        captured: dict[str, torch.Tensor] = {}
+        # Writes first: hooks on one point run in the order added, so a read there sees the written value.
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [(name, _writer(point, write)) for name, (point, write) in writes.items()]
+        hooks += [(name, _reader(name, point, positions, captured)) for name, (point, positions) in reads.items()]
+        out = self.bridge.run_with_hooks(ids, fwd_hooks=hooks, return_type="logits" if logits else None)
+        return EngineRun(select_positions(out, 1, logit_positions) if logits else None, captured)
+
+    def decode_residual(self, residual: torch.Tensor) -> torch.Tensor:
+        return decode_residual(self.bridge, residual)
+
+
+def _writer(point: HookPoint, write: Write) -> Callable[..., torch.Tensor]:
+    def hook(activation: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        return replace_positions(activation, point.position_axis, write)
+
+    return hook
+
+
+def _reader(name: str, point: HookPoint, positions: Positions, into: dict[str, torch.Tensor]) -> Callable[..., None]:
+    def hook(activation: torch.Tensor, hook: Any = None) -> None:
+        into[name] = select_positions(activation.detach(), point.position_axis, positions)
+
+    return hook
+
+
+def decode_residual(bridge: Any, residual: torch.Tensor) -> torch.Tensor:
+    """Logits of a residual stream [batch, pos, d_model] made the way the model's own output
+    is: final norm, unembedding, then the family's transform of the logits (Gemma 2's final
+    soft cap, Granite's and Cohere's scaling), which TransformerLens applies after the
+    unembedding module, so `unembed(ln_final(x))` alone misses it. A residual read back from
+    the store (float32) is cast to the model's dtype first (bfloat16 and float16 models)."""
+    residual = residual.to(next(bridge.parameters()).dtype)
+    return output_logits(bridge, bridge.unembed(bridge.ln_final(residual)))
+
+
+def output_logits(bridge: Any, logits: torch.Tensor) -> torch.Tensor:
+    """The family's transform of the unembedding's output (identity for most families)."""
+    transform = getattr(getattr(bridge, "adapter", None), "apply_output_logits_transform", None)
+    if transform is not None:
+        return transform(logits)
+    cap = getattr(bridge.cfg, "output_logits_soft_cap", None)  # TransformerLens before the adapter hook
+    return torch.tanh(logits / cap) * cap if cap and cap > 0 else logits
