@@ -189,3 +189,36 @@ def test_long_table_text_is_elided_and_the_view_never_scrolls_sideways(qtbot):
     assert table.horizontalScrollBar().maximum() > 0
     view.resize(1000, 600)
     qtbot.waitUntil(lambda: figure.width() == 800 and table.width() == table.sizeHint().width())
+
+
+def test_a_long_job_asks_first_and_runs_only_when_told_to(qtbot, lab_window, monkeypatch):
+    import workbench.plugin_api.cost as cost
+    import workbench.plugin_api.runner as runner
+
+    window = lab_window
+    monkeypatch.setattr(cost, "TRIVIAL_FLOPS", 0.0)
+    monkeypatch.setattr(runner, "LONG_JOB_SECONDS", 1e-9)  # every job is "long"
+    notified = []
+    monkeypatch.setattr(window.notifications, "error", lambda *args, **kwargs: notified.append(args))
+    panel = window.open_panel("logit-lens")
+    asked = []
+    monkeypatch.setattr(panel, "ask_to_go_on", lambda error: asked.append(error) or False)
+    wait_for_task(qtbot, panel.run())
+    assert len(asked) == 1 and "forward passes" in asked[0].message and "about" in asked[0].message
+    assert panel.result is None and panel.status.text().startswith("Not started:")
+    assert notified == []  # a question, not an error notification
+
+    monkeypatch.setattr(panel, "ask_to_go_on", lambda error: asked.append(error) or True)
+    wait_for_task(qtbot, panel.run())
+    qtbot.waitUntil(lambda: panel.task is not None and panel.task.state.ended and panel.result is not None, timeout=60_000)
+    assert len(asked) == 2 and panel.result.final_top_tokens[-1] == "t4"
+
+
+def test_the_model_picker_offers_device_maps_with_a_memory_budget(qtbot, lab_window):
+    picker = lab_window.model_picker
+    maps = [picker.device.itemText(i) for i in range(picker.device.count()) if picker.device.itemText(i).startswith("map: ")]
+    assert "map: auto" in maps
+    picker.set_selection("lab:induction", "cpu", "float32", "auto", "cpu=600KB")
+    assert not picker.max_memory.isHidden() and picker.selection() == ("lab:induction", "cpu", "float32", "auto", "cpu=600KB")
+    picker.set_selection("lab:induction", "cpu", "float32")
+    assert picker.max_memory.isHidden() and picker.selection() == ("lab:induction", "cpu", "float32", "", "")
