@@ -466,3 +466,16 @@ def test_the_example_spec_is_valid_and_covers_every_builtin_plugin():
     assert {a.plugin for a in spec.analyses} == set(builtin_plugin_ids())
     # ROME leaves the model edited, so it must come after every analysis that reads the model.
     assert spec.analyses[-1].plugin == "rome"
+
+
+def test_a_spec_places_the_model_with_a_device_map(tmp_path):
+    from workbench.errors import WorkbenchError
+    from workbench.report.spec import parse_spec
+
+    text = '[model]\nspec = "lab:induction"\ndevice_map = "auto"\nmax_memory = {cpu = "600KB"}\n[[analysis]]\nplugin = "logit-lens"\n[prompts]\ntext = ["t1 t2"]\n'
+    spec = parse_spec(text, tmp_path)
+    assert spec.model.device_map == "auto" and spec.model.max_memory == "cpu=600KB"
+    with pytest.raises(WorkbenchError, match="Unknown device map"):
+        parse_spec(text.replace('"auto"', '"everywhere"'), tmp_path)
+    with pytest.raises(WorkbenchError, match="Cannot read the size"):
+        parse_spec(text.replace('"600KB"', '"lots"'), tmp_path)
