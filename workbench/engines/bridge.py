@@ -33,14 +33,6 @@ class BridgeEngine(Engine):
     def cfg(self) -> Any:
         return self.bridge.cfg
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.bridge.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.bridge.parameters()).dtype
-
     def _run(
         self,
         ids: torch.Tensor,
