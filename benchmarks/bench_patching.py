@@ -78,7 +78,7 @@ def main() -> None:
     for name in parse_targets(args.targets):
         target = TARGETS[name]
         started = time.perf_counter()
-        result = run_to_completion(run_analysis(plugin, AnalysisContext(model, [clean, corrupted]), {"targets": name}))
+        result = run_to_completion(run_analysis(plugin, AnalysisContext(model, [clean, corrupted]), {"targets": name}, go_on=True))
         ours = time.perf_counter() - started
 
         clean_ids = torch.tensor([result.clean_tokens.tolist()])

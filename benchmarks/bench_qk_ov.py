@@ -79,7 +79,7 @@ def run_once(model, self_top_tokens: int, head: str) -> dict:
     current, since = None, time.perf_counter()
     started = since
     with PeakSampler() as sampler:
-        job = run_analysis(plugin, ctx, params={"head": head, "token_set": "top-norm", "self_top_tokens": self_top_tokens})
+        job = run_analysis(plugin, ctx, params={"head": head, "token_set": "top-norm", "self_top_tokens": self_top_tokens}, go_on=True)
         while True:
             try:
                 progress = next(job)

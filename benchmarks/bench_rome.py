@@ -42,7 +42,7 @@ def main() -> None:
           f"computed in {stats.seconds:.1f} s" + (" (read from the cache)" if stats.from_cache else ""))
     plugin = discover_plugins().get("rome-eval")
     params = {"dataset": str(DATA), "layer": args.layer, "max_cases": args.cases, "gen_tokens": args.gen_tokens}
-    result = run_to_completion(run_analysis(plugin, AnalysisContext(model, []), params), lambda p: print(f"  {p.message}", flush=True) if p.message.startswith("case") else None)
+    result = run_to_completion(run_analysis(plugin, AnalysisContext(model, []), params, go_on=True), lambda p: print(f"  {p.message}", flush=True) if p.message.startswith("case") else None)
     out = summary_json(result)
     for case in out["cases"]:
         print("  case {case_id}: ES {ES:.0f} PS {PS:.2f} NS {NS:.2f} EM {EM:+.3f} PM {PM:+.3f} NM {NM:+.3f} {seconds:.1f} s".format(**case))

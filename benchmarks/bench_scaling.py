@@ -152,17 +152,17 @@ def measure(folder: str, dtype: str, n_tokens: int, which: list[str]) -> dict:
         if name == "predictions":
             return predict_next(model, prompt, k=10)
         if name == "logit-lens":
-            return run_to_completion(run_analysis(registry.get("logit-lens"), AnalysisContext(model, [prompt]), {"top_k": 3}))
+            return run_to_completion(run_analysis(registry.get("logit-lens"), AnalysisContext(model, [prompt]), {"top_k": 3}, go_on=True))
         if name == "attention-capture":
             return run_to_completion(capture_activations(model, [prompt], ["attention"], Path(scratch) / "attention.h5", storage_dtype="float16"))
         if name == "patching":
             pair = [_prompt(model, n_tokens, clean_tail), _prompt(model, n_tokens, corrupted_tail)]
-            return run_to_completion(run_analysis(registry.get("patching"), AnalysisContext(model, pair), {"targets": "resid_pre", "metric": "prob", "max_batch": 8}))
+            return run_to_completion(run_analysis(registry.get("patching"), AnalysisContext(model, pair), {"targets": "resid_pre", "metric": "prob", "max_batch": 8}, go_on=True))
         if name == "causal-trace-row":
             # The whole trace of the 10-token Eiffel prompt (residual stream, 2 samples); the
             # figure kept is its time per token row (all layers of one token).
             eiffel = "The Eiffel Tower is located in the city of"
-            traced = run_to_completion(run_analysis(registry.get("causal-trace"), AnalysisContext(model, [eiffel]), {"subject": "The Eiffel Tower", "samples": 2, "kinds": "resid"}))
+            traced = run_to_completion(run_analysis(registry.get("causal-trace"), AnalysisContext(model, [eiffel]), {"subject": "The Eiffel Tower", "samples": 2, "kinds": "resid"}, go_on=True))
             return len(traced.tokens)
         raise KeyError(name)
 

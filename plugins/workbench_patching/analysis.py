@@ -174,9 +174,19 @@ def run(
     )
 
 
-def cost(ctx: AnalysisContext, targets: str = "all", **params) -> Cost:
+def cost(ctx: AnalysisContext, corrupted: str = "", targets: str = "all", **params) -> Cost:
     """One forward pass of the corrupted prompt per cell of every target's grid, besides the
-    clean and corrupted runs."""
-    model, tokens = ctx.model, len(ctx.tokens(0))
-    cells = sum(int(np.prod(TARGETS[name].shape(model.n_layers, tokens, model.n_heads))) for name in parse_targets(targets))
+    clean and corrupted runs; cells at positions before the first token where the prompts
+    differ are skipped (the two runs are equal there)."""
+    model = ctx.model
+    pair = prompt_pair(ctx, corrupted)
+    tokens = pair.length
+    first = next((i for i, (a, b) in enumerate(zip(pair.clean_ids, pair.corrupted_ids)) if a != b), tokens)
+    cells = 0
+    for name in parse_targets(targets):
+        target = TARGETS[name]
+        sizes = dict(zip(target.axes, target.shape(model.n_layers, tokens, model.n_heads)[1:]))
+        if "position" in sizes:
+            sizes["position"] = tokens - first
+        cells += model.n_layers * int(np.prod(list(sizes.values())))
     return Cost(((cells + 2, tokens),), "layers × (tokens + heads) × tokens (one pass per cell)")
