@@ -94,10 +94,16 @@ def seam_hook_names(n_layers: int, points: Sequence[str] | None = None) -> list[
 class Write:
     """A value written into a hook point: `value` replaces the activation at `positions`
     (None: every position) and must broadcast to that slice, e.g. [d_model] or
-    [b, len(positions), d_model] for a residual, [b, len(positions), heads, d_head] for hook_z."""
+    [b, len(positions), d_model] for a residual, [b, len(positions), heads, d_head] for hook_z.
+
+    `mask` (optional, bool, broadcast to the same slice) writes only where it is True and
+    keeps the model's own value elsewhere, so one batched run can write a different cell in
+    each row: activation patching puts one cell per row, e.g. a [b, pos, 1] mask on a
+    residual with row i True at position i only."""
 
     value: torch.Tensor
     positions: Positions = None
+    mask: torch.Tensor | None = None
 
 
 def as_write(item: Write | tuple[Positions, torch.Tensor]) -> Write:
@@ -129,7 +135,12 @@ def replace_positions(tensor: torch.Tensor, axis: int, write: Write) -> torch.Te
     out = tensor.clone()
     index: list[Any] = [slice(None)] * tensor.dim()
     index[axis] = position_index(write.positions)
-    out[tuple(index)] = write.value.to(device=out.device, dtype=out.dtype)
+    where = tuple(index)
+    value = write.value.to(device=out.device, dtype=out.dtype)
+    if write.mask is None:
+        out[where] = value
+    else:
+        out[where] = torch.where(write.mask.to(out.device), value, out[where])
     return out
 
 
@@ -185,6 +196,11 @@ class Engine(ABC):
     def hook_names(self) -> list[str]:
         """The seam hook names this engine reads on this model, in forward order."""
         return seam_hook_names(int(self.cfg.n_layers))
+
+    def check_write(self, name: str) -> None:
+        """EngineError (or HookError) when this engine cannot write hook point `name`, so an
+        analysis can refuse a choice before any work. Every seam point, by default."""
+        parse_hook(name, int(self.cfg.n_layers))
 
     def run(
         self,
