@@ -21,6 +21,7 @@ The engine sets no grad mode: callers wrap runs in `torch.inference_mode()` as t
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -88,6 +89,33 @@ def seam_hook_names(n_layers: int, points: Sequence[str] | None = None) -> list[
     """Every seam hook name of a model, in the order a forward pass computes them."""
     per_block = [p for p in ("hook_resid_pre", "attn.hook_z", "attn.hook_pattern", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post") if points is None or p in points]
     return ["hook_embed"] + [f"blocks.{layer}.{p}" for layer in range(n_layers) for p in per_block] + ["ln_final.hook_normalized"]
+
+
+def seam_shape(cfg: Any, name: str, rows: int, width: int) -> tuple[int, ...]:
+    """The batched shape of a seam hook point's activation over [rows, width] tokens (SEAM_POINTS)."""
+    if name.endswith("attn.hook_pattern"):
+        return (rows, int(cfg.n_heads), width, width)
+    if name.endswith("attn.hook_z"):
+        return (rows, width, int(cfg.n_heads), int(cfg.d_head))
+    return (rows, width, int(cfg.d_model))
+
+
+def read_chunks(names: Sequence[str], cfg: Any, rows: int, width: int, budget: int) -> list[list[str]]:
+    """Consecutive hook names (in the order given, the model's for the fewest recomputed
+    layers) grouped so each group's activations over [rows, width] tokens take at most
+    `budget` bytes in float32 (a hook larger than that alone): the reads of one run each,
+    when an analysis bounds what a run hands back."""
+    chunks: list[list[str]] = []
+    used = 0
+    for name in names:
+        size = 4 * math.prod(seam_shape(cfg, name, rows, width))
+        if chunks and used + size <= budget:
+            chunks[-1].append(name)
+            used += size
+        else:
+            chunks.append([name])
+            used = size
+    return chunks
 
 
 @dataclass(frozen=True)
