@@ -24,6 +24,7 @@ plugin = Plugin(
     analysis=Analysis(
         run="workbench_patching.analysis:run",
         cost="workbench_patching.analysis:cost",
+        engines=("bridge", "nnsight"),
         params=[
             Text(
                 "corrupted",
