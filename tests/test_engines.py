@@ -182,7 +182,7 @@ def test_what_the_nnsight_engine_cannot_do_is_a_clear_error(nnsight_lab, lab_mod
 
 def test_unported_analyses_refuse_in_one_line(nnsight_lab):
     registry = discover_plugins()
-    for plugin_id in ("induction", "causal-trace", "rome", "qk-ov"):
+    for plugin_id in ("causal-trace", "rome", "qk-ov"):
         plugin = registry.get(plugin_id)
         with pytest.raises(EngineError) as caught:
             run_to_completion(run_analysis(plugin, AnalysisContext(nnsight_lab, [LAB_PROMPTS[0]])))
@@ -215,6 +215,14 @@ def test_zoo_family_hook_points_and_decoding_equal_the_bridge(family):
     with torch.inference_mode():
         resid = bridge_model.engine.run(ids, reads={"blocks.1.hook_resid_post": None}, logits=False).activations["blocks.1.hook_resid_post"]
         assert relative(nnsight_model.engine.decode_residual(resid), bridge_model.engine.decode_residual(resid)) <= TOLERANCE  # Gemma 2's soft cap included
+    # a pattern write (inside the family's attention function on nnsight) moves the logits alike
+    n, heads = ids.shape[1], bridge_model.n_heads
+    mask = torch.zeros(1, heads, 1, 1, dtype=torch.bool)
+    mask[0, 0] = True
+    write = {"blocks.0.attn.hook_pattern": Write(torch.full((1, heads, n, n), 1.0 / n).tril(), None, mask)}
+    with torch.inference_mode():
+        ours, theirs = nnsight_model.engine.run(ids, writes=write).logits, bridge_model.engine.run(ids, writes=write).logits
+    assert relative(ours, theirs) <= TOLERANCE, family
 
 
 def test_a_family_without_a_map_is_refused_when_it_loads():

@@ -223,6 +223,22 @@ def test_patching_a_target_the_engine_cannot_write_is_refused_in_one_line(nnsigh
     run_on("patching", nnsight_lab, LAB_PROMPTS, targets="head_out")  # the others run
 
 
+# -- induction heads --------------------------------------------------------------------------------
+
+
+def test_lab_induction_scores_and_ablations_equal_the_bridge(lab_model, nnsight_lab, monkeypatch):
+    ours, theirs = check_both("induction", lab_model, nnsight_lab, [], "lab:induction", batch=6, top_n=2)
+    assert ours.ablated_heads == theirs.ablated_heads and [1, 1] in ours.ablated_heads  # L1H1
+    # reads split over runs when they pass the budget: the same numbers
+    import workbench_induction.analysis as induction
+
+    monkeypatch.setattr(induction, "READ_BUDGET_BYTES", 1)
+    counter = RunCounter(monkeypatch, nnsight_lab)
+    split = run_on("induction", nnsight_lab, [], batch=6, top_n=2, ablation="zero")
+    assert counter.take() == 4 + 2 * len(split.ablated_heads)  # a run per read: 2 layers x (pattern, hook_z), then 2 patterns per ablation
+    assert relative(split.induction, ours.induction) <= 1e-12 and relative(split.ablated_loss_curves[:, 0], ours.ablated_loss_curves[:, 0]) <= 1e-12
+
+
 # -- engine runs (round trips on NDIF) ----------------------------------------------------------------
 
 
@@ -257,6 +273,11 @@ def test_smollm2_capture_stores_the_bridges_arrays(smollm2, nnsight_smollm2, tmp
     worst = capture_both(smollm2, nnsight_smollm2, [EIFFEL, ROME, "Paris"], "residual,attention,heads", tmp_path, batch_size=2)
     print(f"\nsmollm2 capture (91 hooks, 3 prompts): relative difference {worst:.2g}")
     assert worst <= TOLERANCE
+
+
+@pytest.mark.smollm2
+def test_smollm2_induction_equals_the_bridge(smollm2, nnsight_smollm2):
+    check_both("induction", smollm2, nnsight_smollm2, [], "smollm2", batch=4, length=20, top_n=2)
 
 
 @pytest.mark.smollm2
