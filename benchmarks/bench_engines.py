@@ -4,26 +4,105 @@ engine (issue 21): the same model weights, the same prompt, the same reads, thro
 after --warmup untimed runs each), their ratio, and the plain Hugging Face forward pass
 for scale.
 
-    python benchmarks/bench_engines.py [--model smollm2] [--repeats 5] [--warmup 2] [--threads N] [--json FILE]
+Then counts the engine runs each analysis makes on the nnsight engine, run as the app runs
+it (the plugin runner, capture_activations): on NDIF each run is one round trip (a queued
+job). The bridge's counts beside them are its engine.run calls; attention and caching stream
+from the bridge's own hooks instead, one pass per prompt or batch (plus a two-token probe
+pass when caching).
+
+    python benchmarks/bench_engines.py [--model smollm2] [--repeats 5] [--warmup 2] [--threads N] [--json FILE] [--no-timing] [--no-round-trips]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from workbench.capture import capture_activations  # noqa: E402
 from workbench.models import load_model  # noqa: E402
+from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis  # noqa: E402
+from workbench.predict import predict_next  # noqa: E402
+from workbench.progress import run_to_completion  # noqa: E402
 
 PROMPT = "The Eiffel Tower is located in the city of"
+CORRUPTED = "The Colosseum is located in the city of"  # as many tokens as PROMPT on SmolLM2
+CACHE_PROMPTS = [PROMPT, CORRUPTED, "The capital of France is", "Paris is a city in"] * 2  # 8 prompts: one batch
+
+
+def count_runs(model) -> tuple[dict[str, int], dict[str, float]]:
+    """Engine runs per analysis (default parameters), each analysis as the app runs it, and
+    the seconds each took."""
+    calls = [0]
+    real = model.engine.run
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    model.engine.run = counted  # type: ignore[method-assign]
+    registry = discover_plugins()
+    seconds: dict[str, float] = {}
+    found: list = []
+
+    def runs(name, job) -> int:
+        calls[0] = 0
+        started = time.perf_counter()
+        found.append(run_to_completion(job))
+        seconds[name] = time.perf_counter() - started
+        return calls[0]
+
+    def analysis(plugin_id, prompts, **params):
+        return run_analysis(registry.get(plugin_id), AnalysisContext(model, prompts), params, go_on=True)
+
+    def predictions():
+        predict_next(model, PROMPT)
+        yield from ()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
+    counts = {
+        "predictions": runs("predictions", predictions()),
+        "logit lens": runs("logit lens", analysis("logit-lens", [PROMPT])),
+        "attention": runs("attention", analysis("attention", [PROMPT])),
+        "caching (8 prompts: residual, attention, heads)": runs("caching", capture_activations(model, CACHE_PROMPTS, "residual,attention,heads", tmp / f"{model.engine.name}.h5")),
+        "induction heads (default)": runs("induction", analysis("induction", [])),
+        "patching (default targets)": runs("patching", analysis("patching", [PROMPT, CORRUPTED])),
+    }
+    del model.engine.run
+    shutil.rmtree(tmp, ignore_errors=True)
+    patching = found[-1]
+    counts["patching: patched passes"] = patching.patched_passes
+    counts["patching: passes with one batch per layer"] = per_layer_passes(patching, model)
+    return counts, seconds
+
+
+def per_layer_passes(result, model) -> int:
+    """The patched passes of batches that never mix layers (the workbench before the seam):
+    one per max_batch cells of each layer, the cells run being those whose value is not
+    exactly the corrupted run's."""
+    import math
+
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from workbench_patching.patcher import chunk_size
+
+    chunk = chunk_size(model.cfg, len(result.clean_tokens), int(result.meta.params.get("max_batch", 64)))
+    total = 0
+    for target in result.targets:
+        grid = result.raw(target)
+        for layer in range(grid.shape[0]):
+            total += math.ceil(int(np.sum(grid[layer] != result.corrupted_value)) / chunk)
+    return total
 
 
 def reads_for(n_layers: int) -> dict[str, None]:
@@ -45,12 +124,32 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--no-timing", action="store_true", help="skip the timed forward passes")
+    parser.add_argument("--no-round-trips", action="store_true", help="skip counting engine runs per analysis")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     bridge_model = load_model(args.model)
     nnsight_model = load_model(f"nnsight:{args.model}")
     ids = torch.tensor([bridge_model.tokenize(PROMPT)])
+
+    report: dict = {"model": args.model, "tokens": int(ids.shape[1]), "layers": bridge_model.n_layers}
+    if not args.no_timing:
+        report.update(time_forward(args, bridge_model, nnsight_model, ids))
+    if not args.no_round_trips:
+        (ours, our_seconds), (theirs, their_seconds) = count_runs(nnsight_model), count_runs(bridge_model)
+        print(f"engine runs per analysis on {args.model} ({bridge_model.n_layers} layers; nnsight: round trips on NDIF)")
+        for name, count in ours.items():
+            print(f"  {name:50s} nnsight {count:4d}   bridge engine.run {theirs[name]:4d}")
+        print("seconds per analysis (one run each, not a timing benchmark): " + ", ".join(
+            f"{name} nnsight {our_seconds[name]:.2f} / bridge {their_seconds[name]:.2f}" for name in our_seconds))
+        report["runs"] = {"nnsight": ours, "bridge": theirs}
+        report["analysis_seconds"] = {"nnsight": our_seconds, "bridge": their_seconds}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def time_forward(args, bridge_model, nnsight_model, ids) -> dict:
     reads = reads_for(bridge_model.n_layers)
     hf = nnsight_model.engine.hf_model
 
@@ -78,8 +177,7 @@ def main() -> None:
     for name, values in times.items():
         print(f"  {name:8s} median {median[name] * 1000:7.1f} ms   runs {', '.join(f'{v * 1000:.1f}' for v in values)}")
     print(f"  nnsight / bridge: {ratio:.2f}   (bridge / plain HF forward: {median['bridge'] / median['hf']:.2f})")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "tokens": int(ids.shape[1]), "reads": list(reads), "seconds": times, "median": median, "ratio": ratio}, indent=2))
+    return {"reads": list(reads), "seconds": times, "median": median, "ratio": ratio}
 
 
 if __name__ == "__main__":

@@ -137,10 +137,41 @@ def test_a_whole_tensor_write_and_the_shorthand(lab_model, nnsight_lab):
     assert relative(outs[1].logits, outs[0].logits) <= TOLERANCE
 
 
+def test_pattern_writes_and_masked_writes_equal_the_bridge(lab_model, nnsight_lab):
+    """A pattern is written inside the attention function (the seam's only write that is not
+    a module's value); a mask writes one cell per row, as batched patching does."""
+    ids = batch(lab_model, LAB_PROMPTS[:1]).expand(3, -1)
+    n = ids.shape[1]
+    pattern_mask = torch.zeros(3, 4, 1, 1, dtype=torch.bool)
+    pattern_mask[0, 1] = pattern_mask[2, 3] = True  # row 0: head 1, row 2: head 3, row 1: nothing
+    resid_mask = torch.zeros(3, n, 1, dtype=torch.bool)
+    resid_mask[1, 4] = True
+    writes = {
+        "blocks.1.attn.hook_pattern": Write(torch.full((1, 4, n, n), 1 / n), None, pattern_mask),
+        "blocks.0.hook_resid_post": Write(torch.zeros(1, n, 128), None, resid_mask),
+    }
+    reads = {"blocks.1.attn.hook_pattern": None, "blocks.1.hook_resid_pre": None}
+    with torch.inference_mode():
+        ours, theirs = (model.engine.run(ids, reads=reads, writes=writes) for model in (nnsight_lab, lab_model))
+        plain = lab_model.engine.run(ids, reads=reads)
+    for name in reads:
+        assert relative(ours.activations[name], theirs.activations[name]) <= TOLERANCE, name
+    assert relative(ours.logits, theirs.logits) <= TOLERANCE
+    pattern, resid = ours.activations["blocks.1.attn.hook_pattern"], ours.activations["blocks.1.hook_resid_pre"]
+    assert torch.allclose(pattern[0, 1], torch.full((n, n), 1 / n)) and torch.allclose(pattern[2, 3], torch.full((n, n), 1 / n))
+    assert relative(pattern[0, 0], plain.activations["blocks.1.attn.hook_pattern"][0, 0]) <= TOLERANCE  # a head not written
+    assert torch.all(resid[1, 4] == 0) and relative(resid[0], plain.activations["blocks.1.hook_resid_pre"][0]) <= TOLERANCE
+    assert relative(theirs.logits[0], plain.logits[0]) > 1e-3  # the pattern write changed row 0's logits
+
+
 def test_what_the_nnsight_engine_cannot_do_is_a_clear_error(nnsight_lab, lab_model):
     ids = batch(lab_model, LAB_PROMPTS[:1])
-    with pytest.raises(EngineError, match="cannot write blocks.0.attn.hook_pattern"):
-        nnsight_lab.engine.run(ids, writes={"blocks.0.attn.hook_pattern": Write(torch.zeros(1))})
+    with pytest.raises(EngineError, match="cannot write ln_final.hook_normalized"):
+        nnsight_lab.engine.run(ids, writes={"ln_final.hook_normalized": Write(torch.zeros(1))})
+    with pytest.raises(EngineError, match="cannot write ln_final.hook_normalized"):
+        nnsight_lab.engine.check_write("ln_final.hook_normalized")
+    lab_model.engine.check_write("blocks.0.attn.hook_pattern")
+    nnsight_lab.engine.check_write("blocks.0.attn.hook_pattern")
     with pytest.raises(HookError, match="not one the engines read"):
         nnsight_lab.engine.run(ids, reads={"blocks.0.mlp.hook_post": None})
     with pytest.raises(HookError, match="layers 0..1"):
@@ -151,7 +182,7 @@ def test_what_the_nnsight_engine_cannot_do_is_a_clear_error(nnsight_lab, lab_mod
 
 def test_unported_analyses_refuse_in_one_line(nnsight_lab):
     registry = discover_plugins()
-    for plugin_id in ("attention", "induction", "patching", "causal-trace"):
+    for plugin_id in ("causal-trace", "rome", "qk-ov"):
         plugin = registry.get(plugin_id)
         with pytest.raises(EngineError) as caught:
             run_to_completion(run_analysis(plugin, AnalysisContext(nnsight_lab, [LAB_PROMPTS[0]])))
@@ -184,6 +215,14 @@ def test_zoo_family_hook_points_and_decoding_equal_the_bridge(family):
     with torch.inference_mode():
         resid = bridge_model.engine.run(ids, reads={"blocks.1.hook_resid_post": None}, logits=False).activations["blocks.1.hook_resid_post"]
         assert relative(nnsight_model.engine.decode_residual(resid), bridge_model.engine.decode_residual(resid)) <= TOLERANCE  # Gemma 2's soft cap included
+    # a pattern write (inside the family's attention function on nnsight) moves the logits alike
+    n, heads = ids.shape[1], bridge_model.n_heads
+    mask = torch.zeros(1, heads, 1, 1, dtype=torch.bool)
+    mask[0, 0] = True
+    write = {"blocks.0.attn.hook_pattern": Write(torch.full((1, heads, n, n), 1.0 / n).tril(), None, mask)}
+    with torch.inference_mode():
+        ours, theirs = nnsight_model.engine.run(ids, writes=write).logits, bridge_model.engine.run(ids, writes=write).logits
+    assert relative(ours, theirs) <= TOLERANCE, family
 
 
 def test_a_family_without_a_map_is_refused_when_it_loads():
@@ -261,7 +300,7 @@ def test_ndif_from_the_command_line(monkeypatch, capsys):
     assert len(errors) == 1 and "set the environment variable NDIF_API_KEY" in errors[0]  # one line, no traceback
 
 
-def test_predict_and_hooks_commands_on_the_nnsight_engine(capsys, tmp_path):
+def test_predict_and_hooks_commands_on_the_nnsight_engine(capsys):
     from workbench.cli.main import main
 
     printed = []
@@ -271,5 +310,3 @@ def test_predict_and_hooks_commands_on_the_nnsight_engine(capsys, tmp_path):
     assert printed[0] == printed[1] and len(printed[0]) == 3
     assert main(["hooks", "--model", "nnsight:lab:induction", "--pattern", "residual"]) == 0
     assert "blocks.1.hook_resid_post" in capsys.readouterr().out
-    assert main(["cache", "--model", "nnsight:lab:induction", "--prompt", LAB_PROMPTS[0], "--hooks", "residual", "--out", str(tmp_path / "store.h5")]) == 2
-    assert "does not run on the nnsight engine yet" in capsys.readouterr().err

@@ -15,6 +15,7 @@ plugin = Plugin(
     analysis=Analysis(
         run="workbench_attention.analysis:run",
         cost="workbench_attention.analysis:cost",
+        engines=("bridge", "nnsight"),
         params=[
             Int("layer", default=0, minimum=0, help="layer of the head shown in full"),
             Int("head", default=0, minimum=0, help="query head shown in full (grouped-query models: query heads, not KV heads)"),

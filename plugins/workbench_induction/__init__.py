@@ -21,6 +21,7 @@ plugin = Plugin(
     analysis=Analysis(
         run="workbench_induction.analysis:run",
         cost="workbench_induction.analysis:cost",
+        engines=("bridge", "nnsight"),
         needs_prompt=False,
         params=[
             Int(

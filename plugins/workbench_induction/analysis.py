@@ -10,7 +10,8 @@ tokens. On such data nothing but the earlier copy helps predict the second copy,
 
 All three scores for every head come from one batched forward pass: a hook on each
 layer's attention pattern reduces it on the spot to per-head sums, so no pattern is
-kept. A batch whose logits and attention would not fit MEMORY_BUDGET_BYTES is split
+kept (on other engines than TransformerBridge the patterns are read through the engine
+seam, in runs whose reads fit READ_BUDGET_BYTES, and reduced the same way). A batch whose logits and attention would not fit MEMORY_BUDGET_BYTES is split
 into a few passes with the same sums. The ablation passes then replace one head's
 output (`hook_z`) with zeros or its mean and measure the loss on the repeat.
 """
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from workbench.engines import BridgeEngine, Engine, Write, read_chunks
 from workbench.errors import InputError
 from workbench.plugin_api import AnalysisContext, Cost, Progress
 
@@ -33,6 +35,9 @@ from .result import SCORE_KINDS, InductionResult
 DEFAULT_MAX_LENGTH = 50
 # Memory for one forward pass's logits and one layer's attention; larger batches are split.
 MEMORY_BUDGET_BYTES = 1 << 30
+# Engines other than TransformerBridge hand a run's reads back at once: the patterns (and
+# head outputs) one run reads stay within this; more take more runs of the same sequences.
+READ_BUDGET_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -173,19 +178,23 @@ class PatternScorer:
         patterns = np.stack([(self.examples[k][2] / max(1, self.sequences)).numpy() for k in self.kinds]).astype(np.float32)
         return heads, patterns
 
+    def add(self, layer: int, pattern: torch.Tensor, name: str) -> None:
+        """Reduce one layer's pattern [batch, head, query, key] of a chunk of sequences."""
+        expected = (self.n_heads, self.layout.seq_len, self.layout.seq_len)
+        if tuple(pattern.shape[1:]) != expected:
+            raise RuntimeError(f"{name} has shape {tuple(pattern.shape)}; expected [batch, {expected[0]}, {expected[1]}, {expected[2]}]")
+        self.seen_layers.add(layer)
+        for kind in self.kinds:
+            queries, keys = self._index[kind]
+            # pattern[:, :, queries[i], keys[i]] for each i: [batch, head, row]; mean over rows.
+            per_sequence = pattern[:, :, queries.to(pattern.device), keys.to(pattern.device)].double().mean(dim=2)
+            self.sums[kind][layer] += per_sequence.sum(0).cpu()
+            if self.keep_examples:
+                self._keep_example(kind, layer, per_sequence.mean(0), pattern)
+
     def _hook(self, layer: int):
         def reduce_pattern(pattern: torch.Tensor, hook) -> None:
-            expected = (self.n_heads, self.layout.seq_len, self.layout.seq_len)
-            if tuple(pattern.shape[1:]) != expected:
-                raise RuntimeError(f"{hook.name} has shape {tuple(pattern.shape)}; expected [batch, {expected[0]}, {expected[1]}, {expected[2]}]")
-            self.seen_layers.add(layer)
-            for kind in self.kinds:
-                queries, keys = self._index[kind]
-                # pattern[:, :, queries[i], keys[i]] for each i: [batch, head, row]; mean over rows.
-                per_sequence = pattern[:, :, queries.to(pattern.device), keys.to(pattern.device)].double().mean(dim=2)
-                self.sums[kind][layer] += per_sequence.sum(0).cpu()
-                if self.keep_examples:
-                    self._keep_example(kind, layer, per_sequence.mean(0), pattern)
+            self.add(layer, pattern, hook.name)
             return None
 
         return reduce_pattern
@@ -216,13 +225,17 @@ class HeadMeans:
     def mean(self, layer: int) -> torch.Tensor:
         return self.sums[layer] / self.counts[layer]
 
+    def add(self, layer: int, z: torch.Tensor) -> None:
+        """Add one layer's hook_z [batch, pos, head, d_head] of a chunk of sequences."""
+        # BOS is left out: its output is the same in every sequence and unlike any block token's.
+        block = z[:, self.first_position :].double()
+        total = block.sum(dim=(0, 1))
+        self.sums[layer] = total if self.sums[layer] is None else self.sums[layer] + total
+        self.counts[layer] += block.shape[0] * block.shape[1]
+
     def _hook(self, layer: int):
         def record(z: torch.Tensor, hook) -> None:
-            # BOS is left out: its output is the same in every sequence and unlike any block token's.
-            block = z[:, self.first_position :].double()
-            total = block.sum(dim=(0, 1))
-            self.sums[layer] = total if self.sums[layer] is None else self.sums[layer] + total
-            self.counts[layer] += block.shape[0] * block.shape[1]
+            self.add(layer, z)
             return None
 
         return record
@@ -247,6 +260,52 @@ def forward_loss_sum(bridge, tokens: torch.Tensor, chunk: int, hooks_for_chunk, 
         if after_chunk is not None:
             after_chunk(part.shape[0])
     return total
+
+
+def engine_loss_sum(engine: Engine, tokens: torch.Tensor, chunk: int, scorer: PatternScorer, means: HeadMeans | None = None, ablate: tuple | None = None) -> torch.Tensor:
+    """forward_loss_sum through the engine seam (nnsight): per chunk of sequences, the patterns
+    (and hook_z, for `means`) of every layer read in runs that hand back at most
+    READ_BUDGET_BYTES, the last with the logits; an ablation (layer, head, replacement) is a
+    write to that head's hook_z in each run. The same reductions as the bridge's hooks."""
+    n_layers = scorer.n_layers
+    names = [name for layer in range(n_layers) for name in ([f"blocks.{layer}.attn.hook_pattern"] + ([f"blocks.{layer}.attn.hook_z"] if means else []))]
+    writes = {}
+    if ablate is not None:
+        layer, head, replacement = ablate
+        mask = torch.zeros(1, 1, scorer.n_heads, 1, dtype=torch.bool)
+        mask[0, 0, head] = True
+        value = torch.zeros(engine.cfg.d_head) if replacement is None else replacement
+        writes[f"blocks.{layer}.attn.hook_z"] = Write(value, None, mask)
+    total = torch.zeros(tokens.shape[1] - 1, dtype=torch.float64)
+    for start in range(0, tokens.shape[0], chunk):
+        part = tokens[start : start + chunk]
+        groups = read_chunks(names, engine.cfg, part.shape[0], part.shape[1], READ_BUDGET_BYTES)
+        for number, group in enumerate(groups):
+            last = number == len(groups) - 1
+            with torch.inference_mode():
+                out = engine.run(part, reads=dict.fromkeys(group), writes=writes, logits=last)
+                for name in group:
+                    layer = int(name.split(".")[1])
+                    if name.endswith("hook_pattern"):
+                        scorer.add(layer, out.activations.pop(name), name)
+                    elif means is not None:
+                        means.add(layer, out.activations.pop(name))
+                if last:
+                    total += per_token_loss(out.logits, part).double().sum(0).cpu()
+            del out
+        scorer.chunk_done(part.shape[0])
+    return total
+
+
+def loss_sum(engine: Engine, tokens: torch.Tensor, chunk: int, scorer: PatternScorer, means: HeadMeans | None = None, ablate: tuple | None = None) -> torch.Tensor:
+    """The per-token loss summed over sequences, every head's pattern scored on the way (and
+    each head's output summed, for `means`), with one head ablated when `ablate` is given:
+    on TransformerBridge from hooks that reduce each pattern as it is computed, on other
+    engines through the seam (engine_loss_sum)."""
+    if not isinstance(engine, BridgeEngine):
+        return engine_loss_sum(engine, tokens, chunk, scorer, means, ablate)
+    hooks = ([ablation_hook(*ablate)] if ablate is not None else []) + scorer.hooks() + (means.hooks() if means is not None else [])
+    return forward_loss_sum(engine.bridge, tokens, chunk, lambda: hooks, scorer.chunk_done)
 
 
 def ablation_hook(layer: int, head: int, replacement: torch.Tensor | None):
@@ -280,7 +339,7 @@ def heads_to_ablate(induction: np.ndarray, previous: np.ndarray, top_n: int) -> 
 
 def run(ctx: AnalysisContext, length: int = 0, batch: int = 8, seed: int = 0, top_n: int = 3, ablation: str = "both"):
     model = ctx.model
-    bridge = model.bridge
+    engine = ctx.engine
     n_layers, n_heads, n_ctx = model.n_layers, model.n_heads, model.n_ctx
     want_bos = model.tokenizer_prepends_bos if ctx.prepend_bos is None else bool(ctx.prepend_bos)
     bos_id = model.bos_token_id
@@ -312,7 +371,7 @@ def run(ctx: AnalysisContext, length: int = 0, batch: int = 8, seed: int = 0, to
     # At most top_n induction heads plus top_n previous-token heads get ablated.
     planned = min(2 * top_n, n_layers * n_heads)
     yield Progress(0, 1 + planned * len(kinds), f"scoring {n_layers * n_heads} heads on {batch} sequences of {layout.seq_len} tokens")
-    clean_curve = forward_loss_sum(bridge, tokens, chunk, lambda: scorer.hooks() + head_means.hooks(), scorer.chunk_done) / batch
+    clean_curve = loss_sum(engine, tokens, chunk, scorer, head_means) / batch
     if len(scorer.seen_layers) != n_layers:
         raise RuntimeError(f"attention patterns were seen for {len(scorer.seen_layers)} of {n_layers} layers; the model may not use eager attention")
     scores = scorer.scores()
@@ -332,8 +391,7 @@ def run(ctx: AnalysisContext, length: int = 0, batch: int = 8, seed: int = 0, to
         for j, kind in enumerate(kinds):
             replacement = None if kind == "zero" else head_means.mean(layer)[head]
             after = PatternScorer(n_layers, n_heads, layout, kinds=("induction",))
-            hooks = [ablation_hook(layer, head, replacement)] + after.hooks()
-            curves[i, j] = (forward_loss_sum(bridge, tokens, chunk, lambda hooks=hooks: hooks, after.chunk_done) / batch).numpy()
+            curves[i, j] = (loss_sum(engine, tokens, chunk, after, ablate=(layer, head, replacement)) / batch).numpy()
             ablated_induction[i, j] = after.scores()["induction"]
             step += 1
             yield Progress(step, total_steps, f"{kind}-ablated L{layer}H{head}")

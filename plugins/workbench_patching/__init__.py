@@ -3,7 +3,7 @@
 Clean activations are patched into the corrupted run (denoising), one cell at a time:
 the residual stream, attention and MLP outputs per layer and position, and every head's
 output and attention pattern. The numbers are those of `transformer_lens.patching`,
-computed with the cells of a layer batched into few forward passes. Registered through
+computed with cells batched into few forward passes, on either engine. Registered through
 the `workbench.plugins` entry point like any third-party plugin; heavy parts are named
 as strings and imported on first use.
 """
@@ -24,6 +24,7 @@ plugin = Plugin(
     analysis=Analysis(
         run="workbench_patching.analysis:run",
         cost="workbench_patching.analysis:cost",
+        engines=("bridge", "nnsight"),
         params=[
             Text(
                 "corrupted",

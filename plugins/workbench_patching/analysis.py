@@ -4,9 +4,11 @@ For every chosen target, layer and cell (a position, a head, or both) the corrup
 is run with that one slice of the clean run's activation copied in, and the metric is read
 at the last position. A cell that brings the metric back to the clean value carries the
 information that distinguishes the two prompts there. The numbers equal those of
-`transformer_lens.patching`'s `get_act_patch_*` functions; the cells of a layer are run
-as one batch (see patcher.py), and cells whose clean and corrupted activations are
-identical are not run at all (patching them is a no-op: their value is the corrupted one).
+`transformer_lens.patching`'s `get_act_patch_*` functions; cells are run in batches of
+consecutive layers' cells (see patcher.py), and cells whose clean and corrupted activations
+are identical are not run at all (patching them is a no-op: their value is the corrupted one).
+Every run goes through the engine seam (ctx.engine), so it runs on TransformerBridge and
+nnsight alike; a target whose hook the engine cannot write is refused before any work.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from workbench.errors import InputError
+from workbench.errors import EngineError, InputError
 from workbench.plugin_api import AnalysisContext, Cost, Progress
 
 from .inputs import answer_token, metric_values, prompt_pair
@@ -47,8 +49,25 @@ def clean_activations(ctx: AnalysisContext, hooks: list[str], ids: torch.Tensor,
     # A float16 store would patch rounded values into the run: recompute instead.
     ctx.reused_activations = reused_before
     with torch.inference_mode():
-        _, cache = ctx.model.bridge.run_with_cache(ids, names_filter=hooks, return_type=None)
-    return {name: cache[name][0] for name in hooks}
+        run = ctx.engine.run(ids, reads=dict.fromkeys(hooks), logits=False)
+    return {name: run.activations[name][0] for name in hooks}
+
+
+def check_targets(ctx: AnalysisContext, chosen: tuple[str, ...]) -> None:
+    """EngineError naming the targets the model's engine cannot write, before any work."""
+    refused = []
+    for name in chosen:
+        try:
+            ctx.engine.check_write(TARGETS[name].hook_name(0))
+        except EngineError as exc:
+            refused.append((name, exc))
+    if refused:
+        names = ", ".join(name for name, _ in refused)
+        kept = [name for name in chosen if name not in dict(refused)]
+        raise EngineError(
+            f"Activation patching cannot patch {names} on the {ctx.engine.name} engine: {refused[0][1].message}",
+            (f"leave it out (targets={','.join(kept)}), or " if kept else "") + f"load the model without the '{ctx.model.source.engine}:' prefix to run it on TransformerBridge",
+        )
 
 
 def run(
@@ -64,10 +83,11 @@ def run(
     started = time.perf_counter()
     chosen = parse_targets(targets)
     model = ctx.model
-    bridge = model.bridge
+    engine = ctx.engine
+    check_targets(ctx, chosen)
     pair = prompt_pair(ctx, corrupted)
     device = ctx.device
-    dtype = next(bridge.parameters()).dtype
+    dtype = engine.dtype
     n_layers, n_heads, n_positions = model.n_layers, model.n_heads, pair.length
     hooks = hooks_for(chosen, n_layers)
     yield Progress(0, 1, "clean and corrupted runs")
@@ -75,11 +95,18 @@ def run(
     clean_ids = torch.tensor([pair.clean_ids], device=device)
     corrupted_ids = torch.tensor([pair.corrupted_ids], device=device)
     with torch.inference_mode():
-        clean_logits = bridge(clean_ids, return_type="logits")
-        corrupted_logits, corrupted_cache = bridge.run_with_cache(corrupted_ids, names_filter=hooks, return_type="logits")
-    clean_acts = clean_activations(ctx, hooks, clean_ids, dtype)
-    corrupted_acts = {name: corrupted_cache[name][0] for name in hooks}
-    del corrupted_cache
+        corrupted_run = engine.run(corrupted_ids, reads=dict.fromkeys(hooks), logit_positions=[-1])
+        if ctx.store_path is None:  # one run gives the clean logits and activations
+            clean_run = engine.run(clean_ids, reads=dict.fromkeys(hooks), logit_positions=[-1])
+            clean_logits, clean_acts = clean_run.logits, {name: clean_run.activations.pop(name)[0] for name in hooks}
+            del clean_run
+        else:  # the store may hold the clean activations (or take them, when the context fills it)
+            clean_logits = engine.run(clean_ids, logit_positions=[-1]).logits
+    if ctx.store_path is not None:
+        clean_acts = clean_activations(ctx, hooks, clean_ids, dtype)
+    corrupted_logits = corrupted_run.logits
+    corrupted_acts = {name: corrupted_run.activations.pop(name)[0] for name in hooks}
+    del corrupted_run
 
     answer_id = answer_token(model, answer, "answer") if answer else int(clean_logits[0, -1].argmax())
     wrong_id = answer_token(model, wrong_answer, "wrong answer") if wrong_answer else int(corrupted_logits[0, -1].argmax())
@@ -107,38 +134,43 @@ def run(
     for name in chosen:
         target = TARGETS[name]
         cells = target.cells(n_positions, n_heads)
+        todo, unchanged = [], []
         for layer in range(n_layers):
             hook = target.hook_name(layer)
             same = unchanged_cells(target, cells, clean_acts[hook], corrupted_acts[hook])
-            plan.append((target, layer, [c for c, s in zip(cells, same) if not s], [c for c, s in zip(cells, same) if s]))
-    total = sum(len(todo) for _, _, todo, _ in plan)
-    chunk = chunk_size(bridge.cfg, n_positions, max_batch)
+            todo += [(layer, c) for c, s in zip(cells, same) if not s]
+            unchanged += [(layer, c) for c, s in zip(cells, same) if s]
+        plan.append((target, todo, unchanged))
+    total = sum(len(todo) for _, todo, _ in plan)
+    chunk = chunk_size(model.cfg, n_positions, max_batch)
 
     grids = {name: np.full(TARGETS[name].shape(n_layers, n_positions, n_heads), np.nan, dtype=np.float64) for name in chosen}
     seconds = {name: 0.0 for name in chosen}
     done, runs, skipped = 0, 0, 0
     yield Progress(0, max(total, 1), f"patching {total} cells")
-    for target, layer, todo, unchanged in plan:
+    for target, todo, unchanged in plan:
         target_started = time.perf_counter()
         grid = grids[target.name]
-        for cell in unchanged:
+        for layer, cell in unchanged:
             grid[(layer, *cell)] = corrupted_value
         skipped += len(unchanged)
         if todo:
-            job = patched_metrics(bridge, corrupted_ids, target, layer, todo, clean_acts[target.hook_name(layer)], measure, chunk)
+            # Rows of a pass come from consecutive layers: about cells / chunk passes per target.
+            clean = {layer: clean_acts[target.hook_name(layer)] for layer in range(n_layers)}
+            job = patched_metrics(engine, corrupted_ids, target, todo, clean, measure, chunk)
             while True:
                 try:
-                    finished = next(job)
+                    finished, layer = next(job)
                 except StopIteration as stop:
                     values = stop.value
                     break
                 done += finished
                 runs += 1
                 yield Progress(done, total, f"{target.name}: layer {layer + 1} of {n_layers}")
-            for cell, value in zip(todo, values.tolist()):
+            for (layer, cell), value in zip(todo, values.tolist()):
                 grid[(layer, *cell)] = value
         else:
-            yield Progress(done, max(total, 1), f"{target.name}: layer {layer + 1} of {n_layers}")
+            yield Progress(done, max(total, 1), f"{target.name}: nothing differs")
         seconds[target.name] += time.perf_counter() - target_started
 
     return ActivationPatchingResult(

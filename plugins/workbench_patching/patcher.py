@@ -1,9 +1,12 @@
-"""Batched activation patching: many patched runs in one forward pass.
+"""Batched activation patching: many patched runs in one forward pass, on any engine.
 
-`transformer_lens.patching` runs the model once per cell. Here every cell of one layer
-becomes one row of a batch of copies of the corrupted prompt, and a single hook patches
-row i with cell i of the clean activation, so the rows are exactly the runs TransformerLens
-would make (the rows never interact: attention is within a sequence), in a few passes.
+`transformer_lens.patching` runs the model once per cell. Here every cell becomes one row
+of a batch of copies of the corrupted prompt, and one masked write per layer (the engine
+seam's `Write(value, mask=...)`) puts the clean value into row i at cell i only, so the
+rows are exactly the runs TransformerLens would make (the rows never interact: attention
+is within a sequence). A pass holds up to `chunk` rows, taken from consecutive layers of
+one target, so a target costs about cells / chunk passes, not one per layer: on a remote
+engine each pass is a round trip.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
+
+from workbench.engines import Engine, Write
 
 from .targets import PatchTarget
 
@@ -36,35 +41,44 @@ def unchanged_cells(target: PatchTarget, cells: list[tuple[int, ...]], clean: to
     return [torch.equal(clean[target.index(cell)], corrupted[target.index(cell)]) for cell in cells]
 
 
+def cell_writes(target: PatchTarget, rows: list[tuple[int, tuple[int, ...]]], clean: dict[int, torch.Tensor]) -> dict[str, Write]:
+    """The writes of one pass whose row i patches cell rows[i] = (layer, cell): per layer, the
+    clean activation (without batch axis) with a mask that is True in row i at that cell only."""
+    writes: dict[str, Write] = {}
+    masks: dict[int, torch.Tensor] = {}
+    for row, (layer, cell) in enumerate(rows):
+        index = target.index(cell)
+        if layer not in masks:
+            value = clean[layer]
+            # The mask spans the axes a cell indexes; the rest broadcast (a cell takes them whole).
+            masks[layer] = torch.zeros((len(rows), *value.shape[: len(index)]) + (1,) * (value.dim() - len(index)), dtype=torch.bool, device=value.device)
+        masks[layer][(row, *index)] = True
+    for layer, mask in masks.items():
+        writes[target.hook_name(layer)] = Write(clean[layer].unsqueeze(0), None, mask)
+    return writes
+
+
 def patched_metrics(
-    bridge,
+    engine: Engine,
     corrupted_ids: torch.Tensor,
     target: PatchTarget,
-    layer: int,
-    cells: list[tuple[int, ...]],
-    clean: torch.Tensor,
+    cells: list[tuple[int, tuple[int, ...]]],
+    clean: dict[int, torch.Tensor],
     metric: Callable[[torch.Tensor], torch.Tensor],
     chunk: int,
-) -> Iterator[int]:
-    """Generator: yields the number of cells finished after each forward pass; returns their metric values.
+) -> Iterator[tuple[int, int]]:
+    """Generator: after each forward pass yields (cells finished in it, the layer of its last
+    cell); returns the metric values of every cell.
 
-    corrupted_ids is [1, pos]; clean is the clean activation at the target's hook of this
-    layer without its batch axis, on the model's device.
+    cells are (layer, cell) of one target; corrupted_ids is [1, pos]; clean maps each layer
+    to the clean activation at the target's hook without its batch axis, on the model's device.
     """
     values = torch.empty(len(cells), dtype=torch.float64)
-    hook_name = target.hook_name(layer)
     for start in range(0, len(cells), chunk):
-        indices = [target.index(cell) for cell in cells[start : start + chunk]]
-
-        def patch(activation: torch.Tensor, hook, indices=indices) -> torch.Tensor:
-            for row, index in enumerate(indices):
-                activation[(row, *index)] = clean[index].to(activation.dtype)
-            return activation
-
+        rows = cells[start : start + chunk]
         with torch.inference_mode():
-            rows = corrupted_ids.expand(len(indices), -1)
-            logits = bridge.run_with_hooks(rows, fwd_hooks=[(hook_name, patch)], return_type="logits")
-            values[start : start + len(indices)] = metric(logits).double().cpu()
-        del logits
-        yield len(indices)
+            out = engine.run(corrupted_ids.expand(len(rows), -1), writes=cell_writes(target, rows, clean), logit_positions=[-1])
+            values[start : start + len(rows)] = metric(out.logits).double().cpu()
+        del out
+        yield len(rows), rows[-1][0]
     return values

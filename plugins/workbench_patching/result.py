@@ -67,7 +67,7 @@ class ActivationPatchingResult(Result):
     head_out_by_pos: np.ndarray | None = None  # [layer, pos, head]
     cells_run: int = 0
     cells_skipped: int = 0  # clean and corrupted activation equal there: the value is the corrupted metric
-    patched_passes: int = 0  # forward passes of the patched runs (cells of a layer share one)
+    patched_passes: int = 0  # forward passes of the patched runs (up to max_batch cells of consecutive layers share one)
     seconds_per_target: dict = field(default_factory=dict)
     seconds_total: float = 0.0
 

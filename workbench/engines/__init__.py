@@ -6,7 +6,7 @@ gives back the logits and the activations read (base.py). Two implementations:
 (an nnsight trace over the same Hugging Face model: `nnsight:<spec>` models, and NDIF).
 """
 
-from .base import GLOBAL_POINTS, SEAM_POINTS, Engine, EngineRun, HookPoint, ModelShape, Positions, Write, parse_hook, seam_hook_names
+from .base import GLOBAL_POINTS, SEAM_POINTS, Engine, EngineRun, HookPoint, ModelShape, Positions, Write, parse_hook, read_chunks, seam_hook_names, seam_shape
 from .bridge import BridgeEngine
 from .families import MODULE_MAPS, ModuleMap, module_map_for
 from .nnsight_engine import NnsightEngine
@@ -26,5 +26,7 @@ __all__ = [
     "Write",
     "module_map_for",
     "parse_hook",
+    "read_chunks",
     "seam_hook_names",
+    "seam_shape",
 ]

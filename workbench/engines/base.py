@@ -21,6 +21,7 @@ The engine sets no grad mode: callers wrap runs in `torch.inference_mode()` as t
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -90,14 +91,47 @@ def seam_hook_names(n_layers: int, points: Sequence[str] | None = None) -> list[
     return ["hook_embed"] + [f"blocks.{layer}.{p}" for layer in range(n_layers) for p in per_block] + ["ln_final.hook_normalized"]
 
 
+def seam_shape(cfg: Any, name: str, rows: int, width: int) -> tuple[int, ...]:
+    """The batched shape of a seam hook point's activation over [rows, width] tokens (SEAM_POINTS)."""
+    if name.endswith("attn.hook_pattern"):
+        return (rows, int(cfg.n_heads), width, width)
+    if name.endswith("attn.hook_z"):
+        return (rows, width, int(cfg.n_heads), int(cfg.d_head))
+    return (rows, width, int(cfg.d_model))
+
+
+def read_chunks(names: Sequence[str], cfg: Any, rows: int, width: int, budget: int) -> list[list[str]]:
+    """Consecutive hook names (in the order given, the model's for the fewest recomputed
+    layers) grouped so each group's activations over [rows, width] tokens take at most
+    `budget` bytes in float32 (a hook larger than that alone): the reads of one run each,
+    when an analysis bounds what a run hands back."""
+    chunks: list[list[str]] = []
+    used = 0
+    for name in names:
+        size = 4 * math.prod(seam_shape(cfg, name, rows, width))
+        if chunks and used + size <= budget:
+            chunks[-1].append(name)
+            used += size
+        else:
+            chunks.append([name])
+            used = size
+    return chunks
+
+
 @dataclass(frozen=True)
 class Write:
     """A value written into a hook point: `value` replaces the activation at `positions`
     (None: every position) and must broadcast to that slice, e.g. [d_model] or
-    [b, len(positions), d_model] for a residual, [b, len(positions), heads, d_head] for hook_z."""
+    [b, len(positions), d_model] for a residual, [b, len(positions), heads, d_head] for hook_z.
+
+    `mask` (optional, bool, broadcast to the same slice) writes only where it is True and
+    keeps the model's own value elsewhere, so one batched run can write a different cell in
+    each row: activation patching puts one cell per row, e.g. a [b, pos, 1] mask on a
+    residual with row i True at position i only."""
 
     value: torch.Tensor
     positions: Positions = None
+    mask: torch.Tensor | None = None
 
 
 def as_write(item: Write | tuple[Positions, torch.Tensor]) -> Write:
@@ -129,7 +163,12 @@ def replace_positions(tensor: torch.Tensor, axis: int, write: Write) -> torch.Te
     out = tensor.clone()
     index: list[Any] = [slice(None)] * tensor.dim()
     index[axis] = position_index(write.positions)
-    out[tuple(index)] = write.value.to(device=out.device, dtype=out.dtype)
+    where = tuple(index)
+    value = write.value.to(device=out.device, dtype=out.dtype)
+    if write.mask is None:
+        out[where] = value
+    else:
+        out[where] = torch.where(write.mask.to(out.device), value, out[where])
     return out
 
 
@@ -185,6 +224,11 @@ class Engine(ABC):
     def hook_names(self) -> list[str]:
         """The seam hook names this engine reads on this model, in forward order."""
         return seam_hook_names(int(self.cfg.n_layers))
+
+    def check_write(self, name: str) -> None:
+        """EngineError (or HookError) when this engine cannot write hook point `name`, so an
+        analysis can refuse a choice before any work. Every seam point, by default."""
+        parse_hook(name, int(self.cfg.n_layers))
 
     def run(
         self,

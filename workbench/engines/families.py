@@ -13,13 +13,19 @@ or output:
 |---|---|
 | hook_resid_pre | the block's input |
 | attn.hook_z | `z`'s input: the attention output projection, heads concatenated [b, p, heads x d_head] |
-| attn.hook_pattern | `attention`'s output (attn_output, attn_weights), element 1; eager attention only |
+| attn.hook_pattern | read: `attention`'s output (attn_output, attn_weights), element 1; eager attention only. Written: inside the attention function, at `pattern_source` (below) |
 | hook_attn_out | `attn_out`'s output (element 0 when it is the attention module's tuple) |
 | hook_resid_mid | `resid_mid`'s input: the first module after attention joins the residual |
 | hook_mlp_out | `mlp_out`'s output |
 | hook_resid_post | the block's output |
 | hook_embed | `embed`'s output |
 | ln_final.hook_normalized | `final_norm`'s input, normalized without the norm's weight and bias (TransformerBridge's meaning) |
+
+A pattern is not a module's value, so it is written where the eager attention function
+computes it: `pattern_source` names the operations nnsight's `.source` reaches it through,
+the attention module's call of its attention function and, in that function, the dropout
+after the softmax (a no-op at inference) whose output the values are weighted by and which
+the module returns as its weights. Every family below computes it so in transformers 5.25.
 
 Families whose sublayer outputs pass a norm before joining the residual (Gemma 2 and 3,
 OLMo 2) have hook_attn_out and hook_mlp_out at those norms' outputs.
@@ -50,6 +56,9 @@ class ModuleMap:
     attn_out: str  # output: hook_attn_out
     resid_mid: str  # input: hook_resid_mid
     mlp_out: str  # output: hook_mlp_out
+    # where a pattern is written: operations inside `attention` through nnsight's `.source`
+    # (empty: pattern writes are refused)
+    pattern_source: tuple[str, ...] = ("attention_interface_1", "nn_functional_dropout_0")
 
 
 # Llama and the families that kept its module names and its sequential pre-norm block.

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import EngineError
-from .base import Engine, EngineRun, HookPoint, ModelShape, Positions, Write, replace_positions, select_positions
+from .base import Engine, EngineRun, HookPoint, ModelShape, Positions, Write, parse_hook, replace_positions, select_positions
 from .families import ModuleMap, module_map_for
 
 _LOGITS = "\0logits"  # the logits' key among the saved values (no hook name starts with NUL)
@@ -65,12 +65,15 @@ def model_shape(config: Any) -> ModelShape:
 
 @dataclass(frozen=True)
 class _Access:
-    """Where a hook point's value is: a module's input (its first argument) or output. Which
-    part of that value is the hook point's tensor is `NnsightEngine._part`."""
+    """Where a hook point's value is: a module's input (its first argument) or output, or
+    the output of an operation inside the module's forward (`source`: the names nnsight's
+    `.source` gives it, outermost first). Which part of that value is the hook point's
+    tensor is `NnsightEngine._part`."""
 
     order: tuple[int, int]
     path: str
     which: str  # "input" or "output"
+    source: tuple[str, ...] = ()
 
 
 @dataclass
@@ -129,15 +132,31 @@ class NnsightEngine(Engine):
         # (order in the block, module, input or output), the order being the one a block computes them in
         where = {
             "hook_resid_pre": (0, "", "input"),
-            "attn.hook_z": (1, m.z, "input"),
-            "attn.hook_pattern": (2, m.attention, "output"),
-            "hook_attn_out": (3, m.attn_out, "output"),
-            "hook_resid_mid": (4, m.resid_mid, "input"),
-            "hook_mlp_out": (5, m.mlp_out, "output"),
-            "hook_resid_post": (6, "", "output"),
+            "attn.hook_z": (2, m.z, "input"),
+            "attn.hook_pattern": (3, m.attention, "output"),
+            "hook_attn_out": (4, m.attn_out, "output"),
+            "hook_resid_mid": (5, m.resid_mid, "input"),
+            "hook_mlp_out": (6, m.mlp_out, "output"),
+            "hook_resid_post": (7, "", "output"),
         }
         step, path, which = where[point.point]
         return _Access((point.layer, step), f"{block}.{path}" if path else block, which)
+
+    def _write_access(self, point: HookPoint) -> _Access:
+        """Where a write goes: where the value is read, except a pattern, which is written
+        inside the attention function before the values are weighted by it (step 1: after
+        the block's input, before hook_z)."""
+        if point.point != "attn.hook_pattern":
+            return self._access(point)
+        return _Access((int(point.layer or 0), 1), f"{self.modules.blocks}.{point.layer}.{self.modules.attention}", "output", self.modules.pattern_source)
+
+    def check_write(self, name: str) -> None:
+        point = parse_hook(name, self.shape.n_layers)
+        if point.point == "ln_final.hook_normalized" or (point.point == "attn.hook_pattern" and not self.modules.pattern_source):
+            raise EngineError(
+                f"The nnsight engine cannot write {name} yet: the value is not one a module hands over.",
+                "write hook_z, hook_attn_out or the residual stream instead, or run on TransformerBridge",
+            )
 
     def _envoy(self, path: str) -> Any:
         envoy = self.model
@@ -151,21 +170,16 @@ class NnsightEngine(Engine):
     def _plan(self, reads: dict[str, tuple[HookPoint, Positions]], writes: dict[str, tuple[HookPoint, Write]]) -> list[_Visit]:
         """The values to visit, in the order the model computes them. Two hook points in
         one value (the attention output and the pattern) share a visit."""
-        visits: dict[tuple[str, str], _Visit] = {}
+        visits: dict[tuple[str, str, tuple[str, ...]], _Visit] = {}
         for name, (point, write) in writes.items():
-            if point.point in ("attn.hook_pattern", "ln_final.hook_normalized"):
-                raise EngineError(
-                    f"The nnsight engine cannot write {name} yet: the value is not one a module hands over.",
-                    "write hook_z, hook_attn_out or the residual stream instead, or run on TransformerBridge",
-                )
-            self._visit(visits, point).writes.append((point, write))
+            self.check_write(name)
+            self._visit(visits, self._write_access(point)).writes.append((point, write))
         for name, (point, positions) in reads.items():
-            self._visit(visits, point).reads.append((name, point, positions))
+            self._visit(visits, self._access(point)).reads.append((name, point, positions))
         return sorted(visits.values(), key=lambda visit: visit.access.order)
 
-    def _visit(self, visits: dict[tuple[str, str], _Visit], point: HookPoint) -> _Visit:
-        access = self._access(point)
-        visit = visits.setdefault((access.path, access.which), _Visit(access))
+    def _visit(self, visits: dict[tuple[str, str, tuple[str, ...]], _Visit], access: _Access) -> _Visit:
+        visit = visits.setdefault((access.path, access.which, access.source), _Visit(access))
         if access.order < visit.access.order:  # the attention output holds the pattern (2) and hook_attn_out (3)
             visit.access = access
         return visit
@@ -186,11 +200,13 @@ class NnsightEngine(Engine):
         with self.model.trace(ids, **trace_kwargs) as tracer:
             saved = {}
             for visit, envoy in plan:
+                for operation in visit.access.source:  # an operation inside the module's forward
+                    envoy = getattr(envoy.source, operation)
                 output = visit.access.which == "output"
                 value = envoy.output if output else envoy.input
                 if visit.writes:
                     for point, write in visit.writes:
-                        value = self._write(value, point, write)
+                        value = self._write(value, point, write, bool(visit.access.source))
                     if output:
                         envoy.output = value
                     else:
@@ -232,9 +248,10 @@ class NnsightEngine(Engine):
             return tensor.reshape(*tensor.shape[:-1], self.shape.n_heads, self.shape.d_head)
         return tensor
 
-    def _write(self, value: Any, point: HookPoint, write: Write) -> Any:
-        """The module's value with the write applied (a new tuple or tensor; the old one is left as it was)."""
-        tensor = self._part(value, point)
+    def _write(self, value: Any, point: HookPoint, write: Write, inner: bool = False) -> Any:
+        """The module's value with the write applied (a new tuple or tensor; the old one is
+        left as it was). inner: the value is an operation's tensor inside a forward (a pattern)."""
+        tensor = value if inner else self._part(value, point)
         new = replace_positions(self._view(tensor, point), point.position_axis, write).reshape(tensor.shape)
         if isinstance(value, tuple):
             index = 0  # hook_attn_out, or a block returning (hidden_states, ...)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..engines import BridgeEngine, Engine
+from ..engines import BridgeEngine, Engine, read_chunks
 from ..errors import InputError, StoreError
 from ..hooks import HookSpec, catalog_for
 from ..hooks.streaming import stream_activations
@@ -135,8 +135,7 @@ class AnalysisContext:
         with self.stored_hit(names, index) as hit:
             if hit is not None:
                 return True
-        # Capturing into the store runs on TransformerBridge only, so far: other engines compute.
-        if not (self.fill_store and self.store_path is not None and isinstance(self.model.engine, BridgeEngine)):
+        if not (self.fill_store and self.store_path is not None):
             return False
         from ..capture import capture_activations
 
@@ -163,13 +162,13 @@ class AnalysisContext:
                     yield name, np.asarray(hit.run.read(name, hit.prompt))
                 return
         ids = torch.tensor([self.tokens(index)], device=self.device)
-        if not isinstance(self.model.engine, BridgeEngine):  # one pass through the seam, every hook at once
-            with torch.inference_mode():
-                run = self.model.engine.run(ids, reads={name: None for name in names}, logits=False)
-            for name in names:
-                yield name, run.activations.pop(name)[0].float().cpu().numpy()
+        budget = IN_MEMORY_BUDGET_BYTES if budget_bytes is None else budget_bytes
+        if not isinstance(self.model.engine, BridgeEngine):
+            # Through the seam: every hook in one run when they fit the budget, else one run
+            # per group of consecutive hooks that does (each run stops after its last hook).
+            yield from _engine_activations(self, specs, ids, budget)
             return
-        if _pass_bytes(self, specs, ids.shape[1]) <= (IN_MEMORY_BUDGET_BYTES if budget_bytes is None else budget_bytes):
+        if _pass_bytes(self, specs, ids.shape[1]) <= budget:
             with torch.inference_mode():
                 _, cache = self.model.bridge.run_with_cache(ids, names_filter=[s.canonical for s in specs], return_type=None)
             for spec in specs:
@@ -191,7 +190,7 @@ class AnalysisContext:
         """
         names = self.hook_names(patterns)
         captured = False
-        if self.fill_store and self.store_path is not None and isinstance(self.model.engine, BridgeEngine):
+        if self.fill_store and self.store_path is not None:
             with self.stored_hit(names, index, min_itemsize) as hit:
                 captured = hit is None
             if captured:
@@ -200,6 +199,17 @@ class AnalysisContext:
                 run_to_completion(self.ensure_stored(names, index))
         # Reuse means read from the store without computing them now (API 1.0's meaning).
         return dict(self.activations_by_layer(names, index, min_itemsize=min_itemsize, budget_bytes=1 << 62, count_reuse=not captured))
+
+
+def _engine_activations(ctx: AnalysisContext, specs: list[HookSpec], ids: torch.Tensor, budget: int) -> Iterator[tuple[str, np.ndarray]]:
+    """The hooks (in the model's order, as resolved) through `engine.run`, in as few runs as
+    the budget allows (a run reads up to its last hook and stops there)."""
+    for chunk in read_chunks([spec.name for spec in specs], ctx.model.cfg, 1, int(ids.shape[1]), budget):
+        with torch.inference_mode():
+            run = ctx.model.engine.run(ids, reads=dict.fromkeys(chunk), logits=False)
+        for name in chunk:
+            yield name, run.activations.pop(name)[0].float().cpu().numpy()
+        del run
 
 
 def _pass_bytes(ctx: AnalysisContext, specs: Iterable[HookSpec], n_tokens: int) -> int:
