@@ -26,6 +26,21 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
+def nnsight_lab():
+    """The lab model on the nnsight engine (workbench.engines)."""
+    from workbench.models import load_model
+
+    return load_model("nnsight:lab:induction")
+
+
+@pytest.fixture(scope="session")
+def nnsight_smollm2():
+    from workbench.models import load_model
+
+    return load_model("nnsight:smollm2")
+
+
+@pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory):
     from tests.support.make_gguf import write_tiny_llama_gguf
 

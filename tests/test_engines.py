@@ -62,16 +62,6 @@ def patched_logits(model, clean, corrupt, hook, positions):
     return out.logits
 
 
-@pytest.fixture(scope="module")
-def nnsight_lab():
-    return load_model("nnsight:lab:induction")
-
-
-@pytest.fixture(scope="module")
-def nnsight_smollm2():
-    return load_model("nnsight:smollm2")
-
-
 # -- specs ------------------------------------------------------------------------------
 
 

@@ -20,7 +20,6 @@ import pytest
 
 from workbench.capture import capture_activations
 from workbench.errors import EngineError
-from workbench.models import load_model
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis
 from workbench.progress import run_to_completion
 
@@ -79,16 +78,6 @@ class RunCounter:
     def take(self) -> int:
         count, self.count = self.count, 0
         return count
-
-
-@pytest.fixture(scope="module")
-def nnsight_lab():
-    return load_model("nnsight:lab:induction")
-
-
-@pytest.fixture(scope="module")
-def nnsight_smollm2():
-    return load_model("nnsight:smollm2")
 
 
 def check_both(plugin_id, bridge_model, nnsight_model, prompts, label, **params):
