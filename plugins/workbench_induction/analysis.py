@@ -337,11 +337,22 @@ def heads_to_ablate(induction: np.ndarray, previous: np.ndarray, top_n: int) -> 
     return heads
 
 
+def wants_bos(ctx: AnalysisContext) -> bool:
+    """Whether the random sequences start with BOS: the context's choice, else the tokenizer's convention."""
+    return ctx.model.tokenizer_prepends_bos if ctx.prepend_bos is None else bool(ctx.prepend_bos)
+
+
+def planned_ablations(top_n: int, n_layers: int, n_heads: int) -> int:
+    """Heads ablated at most: top_n induction heads plus top_n previous-token heads (one
+    that is both is ablated once), and no more than the model has."""
+    return min(2 * top_n, n_layers * n_heads)
+
+
 def run(ctx: AnalysisContext, length: int = 0, batch: int = 8, seed: int = 0, top_n: int = 3, ablation: str = "both"):
     model = ctx.model
     engine = ctx.engine
     n_layers, n_heads, n_ctx = model.n_layers, model.n_heads, model.n_ctx
-    want_bos = model.tokenizer_prepends_bos if ctx.prepend_bos is None else bool(ctx.prepend_bos)
+    want_bos = wants_bos(ctx)
     bos_id = model.bos_token_id
     if want_bos and bos_id is None:
         raise InputError(f"{model.name}'s tokenizer has no BOS token.", "turn 'prepend BOS' off (CLI: --bos off)")
@@ -368,8 +379,7 @@ def run(ctx: AnalysisContext, length: int = 0, batch: int = 8, seed: int = 0, to
     chunk = chunk_size(n_heads, layout.seq_len, int(model.cfg.d_vocab))
     scorer = PatternScorer(n_layers, n_heads, layout, keep_examples=True)
     head_means = HeadMeans(n_layers, layout.first_start)
-    # At most top_n induction heads plus top_n previous-token heads get ablated.
-    planned = min(2 * top_n, n_layers * n_heads)
+    planned = planned_ablations(top_n, n_layers, n_heads)
     yield Progress(0, 1 + planned * len(kinds), f"scoring {n_layers * n_heads} heads on {batch} sequences of {layout.seq_len} tokens")
     clean_curve = loss_sum(engine, tokens, chunk, scorer, head_means) / batch
     if len(scorer.seen_layers) != n_layers:
@@ -428,8 +438,6 @@ def cost(ctx: AnalysisContext, length: int = 0, batch: int = 8, top_n: int = 3, 
     (top_n induction heads and top_n previous-token heads, fewer where they overlap).
     Independent of the prompt."""
     model = ctx.model
-    layout = RepeatLayout(length=length or default_length(model.n_ctx), prefix=1 if model.tokenizer_prepends_bos else 0)
-    # At most: an induction head that is also a top previous-token head is ablated once.
-    ablated = min(2 * top_n, model.n_layers * model.n_heads)
-    passes = batch * (1 + ablated * (2 if ablation == "both" else 1))
+    layout = RepeatLayout(length=length or default_length(model.n_ctx), prefix=int(wants_bos(ctx)))
+    passes = batch * (1 + planned_ablations(top_n, model.n_layers, model.n_heads) * (2 if ablation == "both" else 1))
     return Cost(((passes, layout.seq_len),), "batch × ablated heads × length² (random sequences, not the prompt)")

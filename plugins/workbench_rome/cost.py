@@ -3,8 +3,7 @@ chooses the layer, the key statistics (unless cached), the v* search and the pro
 
 from __future__ import annotations
 
-from workbench.editing.covariance import KEYS_PER_DIMENSION, _corpus_key, read_cached
-from workbench.editing.edits import base_fingerprint
+from workbench.editing.covariance import corpus_sequence_length, statistics_cached, wanted_keys
 from workbench.plugin_api import AnalysisContext, Cost
 
 TRACE_SAMPLES = 10  # layer.trace_layer's default
@@ -21,9 +20,9 @@ def edit_passes(ctx: AnalysisContext, tokens: int, layer: int, corpus: str, hpar
         passes += [(rows * layers_run, tokens - t) for t in range(tokens)]
         layer = n_layers // 2
     layer = layer % n_layers
-    keys = KEYS_PER_DIMENSION * int(model.cfg.d_mlp)
-    if read_cached(base_fingerprint(model), layer, _corpus_key(model, corpus), keys) is None:
-        passes.append((keys / 64 * (layer + 1) / n_layers, 64))  # corpus sequences, up to the layer
+    if not statistics_cached(model, layer, corpus):
+        width = corpus_sequence_length(model)  # corpus sequences, run up to the layer
+        passes.append((wanted_keys(model) / width * (layer + 1) / n_layers, width))
     short, long = int(hparams.get("short_prefixes", 5)), int(hparams.get("long_prefixes", 5))
     steps = int(hparams.get("v_steps", 20))
     after = (n_layers - layer) / n_layers  # the v* search runs from the edited layer on

@@ -86,9 +86,14 @@ def sample_tokens(model, n_tokens: int, seq_len: int, seed: int = 0) -> list[lis
     return seqs.tolist()
 
 
+def corpus_sequence_length(model) -> int:
+    """Tokens per corpus sequence the key statistics are computed from."""
+    return max(8, min(CHUNK_TOKENS, model.n_ctx))
+
+
 def corpus_sequences(model, corpus: str, n_tokens: int) -> tuple[list[list[int]], str]:
     """Token sequences (at most n_tokens in all) to compute key statistics from, and their label."""
-    seq_len = max(8, min(CHUNK_TOKENS, model.n_ctx))
+    seq_len = corpus_sequence_length(model)
     if corpus == "sample":
         return sample_tokens(model, n_tokens, seq_len), "sampled from the model"
     text, label = _corpus_text(corpus)
@@ -164,18 +169,32 @@ def _unedited(model):
             edit.restore_after()
 
 
+def wanted_keys(model, n_tokens: int | None = None) -> int:
+    """Corpus tokens the key statistics read: n_tokens, else KEYS_PER_DIMENSION per MLP dimension."""
+    return int(n_tokens or KEYS_PER_DIMENSION * int(model.cfg.d_mlp))
+
+
+def _entry(model, layer: int, corpus: str, n_tokens: int | None, folder: Path | None) -> tuple[str, int, str, int, Path | None]:
+    """The cache entry's key: (base fingerprint, layer, corpus key, tokens, folder)."""
+    from .edits import base_fingerprint
+
+    return base_fingerprint(model), layer, _corpus_key(model, corpus), wanted_keys(model, n_tokens), folder
+
+
+def statistics_cached(model, layer: int, corpus: str = "", n_tokens: int | None = None, folder: Path | None = None) -> bool:
+    """Whether key_statistics would read this layer's statistics from the cache (the file
+    exists; it is not opened, so asking costs nothing)."""
+    return entry_path(*_entry(model, layer, corpus, n_tokens, folder)).is_file()
+
+
 def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = None, folder: Path | None = None):
     """Generator: yields Progress and returns KeyStats of layer's MLP keys (cached on disk).
 
     corpus: '' for the shipped corpus, 'sample' for text sampled from the model, or a file path.
     """
-    from .edits import base_fingerprint
-
     target = mlp_output(model, layer)
     d_mlp = int(model.cfg.d_mlp)
-    n_tokens = int(n_tokens or KEYS_PER_DIMENSION * d_mlp)
-    corpus_key = _corpus_key(model, corpus)
-    base = base_fingerprint(model)
+    base, _, corpus_key, n_tokens, _ = _entry(model, layer, corpus, n_tokens, folder)
     cached = read_cached(base, layer, corpus_key, n_tokens, folder)
     if cached is not None:
         return cached

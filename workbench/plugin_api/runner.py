@@ -14,7 +14,7 @@ import dataclasses
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from ..errors import EngineError, InputError, WorkbenchError
 from ..models import LoadedModel
@@ -45,10 +45,9 @@ def run_analysis(
 ) -> Job[Result]:
     """Generator: validates parameters, runs the analysis yielding Progress, returns its Result.
     A job whose cost estimate is over LONG_JOB_SECONDS raises LongJobError unless go_on."""
-    values = _checked_values(plugin, ctx, params, texts)
-    analysis = cast(Analysis, plugin.analysis)
+    analysis, values = _checked_values(plugin, ctx, params, texts)
     if not go_on:
-        found = yield from _estimate(plugin, ctx, values)
+        found = yield from _estimate(analysis, ctx, values)
         if found is not None and found.seconds is not None and found.seconds > LONG_JOB_SECONDS:
             raise LongJobError(plugin.name, found)
     started = time.perf_counter()
@@ -76,8 +75,9 @@ def run_analysis(
     return result
 
 
-def _checked_values(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None, texts: dict[str, str] | None) -> dict[str, Any]:
-    """The analysis' parameter values, once its inputs and the model's placement are checked."""
+def _checked_values(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None, texts: dict[str, str] | None) -> tuple[Analysis, dict[str, Any]]:
+    """The plugin's analysis and its parameter values, once its inputs, the model's engine
+    and its placement are checked."""
     if plugin.analysis is None:
         raise PluginError(f"Plugin {plugin.id!r} has no analysis to run.", "choose a plugin with an analysis ('workbench plugins')")
     analysis = plugin.analysis
@@ -89,7 +89,7 @@ def _checked_values(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any]
         for index in range(len(ctx.prompts) if analysis.multi_prompt else 1):
             ctx.tokens(index)  # empty or over-long prompts fail here, before any work
     check_weights_in_place(plugin, ctx.model)
-    return values
+    return analysis, values
 
 
 def check_weights_in_place(plugin: Plugin, model: LoadedModel) -> None:
@@ -107,12 +107,12 @@ def check_weights_in_place(plugin: Plugin, model: LoadedModel) -> None:
 
 def estimate_cost(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any] | None = None, texts: dict[str, str] | None = None) -> Job[Estimate | None]:
     """Generator: the analysis' cost estimate with its time here (None: it states no cost)."""
-    values = _checked_values(plugin, ctx, params, texts)
-    return (yield from _estimate(plugin, ctx, values, measure=True))
+    analysis, values = _checked_values(plugin, ctx, params, texts)
+    return (yield from _estimate(analysis, ctx, values, measure=True))
 
 
-def _estimate(plugin: Plugin, ctx: AnalysisContext, values: dict[str, Any], measure: bool = False) -> Job[Estimate | None]:
-    function = cast(Analysis, plugin.analysis).cost_function()
+def _estimate(analysis: Analysis, ctx: AnalysisContext, values: dict[str, Any], measure: bool = False) -> Job[Estimate | None]:
+    function = analysis.cost_function()
     if function is None:
         return None
     cost = function(ctx, **values)
