@@ -172,7 +172,7 @@ def test_what_the_nnsight_engine_cannot_do_is_a_clear_error(nnsight_lab, lab_mod
 
 def test_unported_analyses_refuse_in_one_line(nnsight_lab):
     registry = discover_plugins()
-    for plugin_id in ("causal-trace", "rome", "qk-ov"):
+    for plugin_id in ("rome", "qk-ov"):
         plugin = registry.get(plugin_id)
         with pytest.raises(EngineError) as caught:
             run_to_completion(run_analysis(plugin, AnalysisContext(nnsight_lab, [LAB_PROMPTS[0]])))

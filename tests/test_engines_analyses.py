@@ -63,17 +63,18 @@ def run_on(plugin_id: str, model, prompts, **params):
 
 
 class RunCounter:
-    """Counts a model's engine runs (each a round trip on NDIF)."""
+    """Counts a model's engine jobs: each `run`, or `run_many` of several runs, is one (a
+    round trip on NDIF)."""
 
     def __init__(self, monkeypatch, model):
         self.count = 0
-        real = model.engine.run
+        real = model.engine._run_many
 
         def counted(*args, **kwargs):
             self.count += 1
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(model.engine, "run", counted)
+        monkeypatch.setattr(model.engine, "_run_many", counted)
 
     def take(self) -> int:
         count, self.count = self.count, 0
@@ -228,6 +229,29 @@ def test_lab_induction_scores_and_ablations_equal_the_bridge(lab_model, nnsight_
     assert relative(split.induction, ours.induction) <= 1e-12 and relative(split.ablated_loss_curves[:, 0], ours.ablated_loss_curves[:, 0]) <= 1e-12
 
 
+# -- causal tracing ------------------------------------------------------------------------------------
+
+
+def check_traces(bridge_model, nnsight_model, prompt, subject, label, **params):
+    """The bridge's fast path against whole passes with masked writes on the nnsight engine
+    (engine_trace.py): the scores and both baselines."""
+    theirs = run_on("causal-trace", bridge_model, [prompt], subject=subject, **params)
+    ours = run_on("causal-trace", nnsight_model, [prompt], subject=subject, **params)
+    assert (theirs.method, ours.method) == ("fast", "engine") and ours.tokens == theirs.tokens and ours.answer == theirs.answer
+    differences = {name: relative(getattr(ours, name), getattr(theirs, name)) for name in ("scores", "high_score", "low_score", "noise")}
+    print(f"\n{label} causal trace {params}: relative differences " + ", ".join(f"{k} {v:.2g}" for k, v in differences.items()))
+    assert max(differences.values()) <= TOLERANCE, differences
+    return ours, theirs
+
+
+def test_lab_causal_trace_equals_the_bridge(lab_model, nnsight_lab, monkeypatch):
+    counter = RunCounter(monkeypatch, nnsight_lab)
+    ours, _ = check_traces(lab_model, nnsight_lab, LAB_PROMPTS[0], "t2 t3", "lab:induction", samples=3)
+    # the target's prediction, the clean run, then one run per sample (the 24 cells fit one run)
+    assert counter.take() == 2 + 3 and ours.scores.shape == (3, 9, 2)
+    check_traces(lab_model, nnsight_lab, LAB_PROMPTS[0], "t5", "lab:induction", samples=2, kinds="mlp", window=2, target="t6 t7")
+
+
 # -- engine runs (round trips on NDIF) ----------------------------------------------------------------
 
 
@@ -267,6 +291,11 @@ def test_smollm2_capture_stores_the_bridges_arrays(smollm2, nnsight_smollm2, tmp
 @pytest.mark.smollm2
 def test_smollm2_induction_equals_the_bridge(smollm2, nnsight_smollm2):
     check_both("induction", smollm2, nnsight_smollm2, [], "smollm2", batch=4, length=20, top_n=2)
+
+
+@pytest.mark.smollm2
+def test_smollm2_causal_trace_equals_the_bridge(smollm2, nnsight_smollm2):
+    check_traces(smollm2, nnsight_smollm2, EIFFEL, "The Eiffel Tower", "smollm2", samples=2, kinds="resid")
 
 
 @pytest.mark.smollm2

@@ -22,6 +22,7 @@ plugin = Plugin(
     ),
     analysis=Analysis(
         run="workbench_causal_trace.analysis:run",
+        engines=("bridge", "nnsight"),
         cost="workbench_causal_trace.analysis:cost",
         params=[
             Text("subject", default="", allow_empty=False, help="the subject as written in the prompt, e.g. The Eiffel Tower"),

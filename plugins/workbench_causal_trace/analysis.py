@@ -9,6 +9,7 @@ import numpy as np
 from workbench.plugin_api import AnalysisContext, Cost, Progress
 from workbench.progress import sub_job
 
+from .engine_trace import cells_and_rows, trace_on_engine
 from .noise import subject_noise
 from .reference import trace_reference
 from .request import build_request
@@ -23,8 +24,13 @@ def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: in
     request = build_request(model, prompt, ctx.tokens(0), subject, target)
     chosen = KINDS if kinds == "all" else (kinds,)
     corruption = subject_noise(model, request, samples, noise, noise_scale, seed)
-    yield Progress(0, request.n_tokens * (len(chosen) if method == "reference" else 1), "tracing")
-    if method == "reference":
+    if model.engine.name != "bridge":
+        # Whole passes with masked writes: the reference's numbers on any engine (engine_trace.py).
+        traced = yield from trace_on_engine(model, request, corruption, chosen, window)
+        scores, seconds, high, low = traced.scores, traced.seconds, traced.high_score, traced.low_score
+        method = "engine"
+    elif method == "reference":
+        yield Progress(0, request.n_tokens * len(chosen), "tracing")
         scores, seconds = {}, {}
         for k, kind in enumerate(chosen):
             started = time.perf_counter()
@@ -32,6 +38,7 @@ def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: in
             scores[kind], high, low = yield from sub_job(trace_reference(model, request, corruption, kind, window), offset, request.n_tokens, len(chosen) * request.n_tokens)
             seconds[kind] = time.perf_counter() - started
     else:
+        yield Progress(0, request.n_tokens, "tracing")
         traced = yield from trace_with_noise(model, request, corruption, chosen, window)
         scores, seconds, high, low = traced.scores, traced.seconds, traced.high_score, traced.low_score
     return CausalTraceResult(
@@ -58,10 +65,14 @@ def cost(ctx: AnalysisContext, subject: str = "", target: str = "", kinds: str =
     from the restored token on."""
     model = ctx.model
     n_layers = model.n_layers
-    request = build_request(model, ctx.prompt, ctx.tokens(0), subject, target)
+    request = build_request(model, ctx.prompt, ctx.tokens(0), subject, target, predict=False)
     tokens, first = request.n_tokens, request.subject_range[0]
     chosen = KINDS if kinds == "all" else (kinds,)
     baselines = (samples + 1, tokens)  # the clean run and the noised samples
+    if model.engine.name != "bridge":
+        # One whole pass per cell and sample, plus a no-restore row per run (engine_trace.py).
+        rows = cells_and_rows(model, request, chosen)
+        return Cost(((1, len(request.sequence)), (samples * rows, len(request.sequence))), "kinds × layers × samples × tokens² (a whole pass per cell)")
     if method == "reference":
         # Every cell, the clean row with the samples, as in the paper's code.
         return Cost((baselines, (len(chosen) * tokens * n_layers * (samples + 1), tokens)), "kinds × layers × samples × tokens² (one pass of the prompt per cell)")

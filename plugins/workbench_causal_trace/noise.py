@@ -47,9 +47,23 @@ def subject_noise(model: LoadedModel, request: TraceRequest, samples: int, noise
     give the same quantity for this subject (the spread of its embedding entries).
     """
     start, end = request.subject_range
-    weight = model.bridge.embed.W_E if hasattr(model.bridge.embed, "W_E") else model.bridge.W_E
-    subject_embeddings = weight[torch.tensor(request.token_ids[start:end], device=weight.device)].detach().float()
+    subject_embeddings = _subject_embeddings(model, request.token_ids[start:end]).detach().float()
     level = float(noise) if noise > 0 else float(noise_scale * subject_embeddings.std())
     generator = torch.Generator().manual_seed(int(seed))
     draws = torch.randn(samples, end - start, subject_embeddings.shape[-1], generator=generator) * level
     return SubjectNoise(level, draws, request.subject_range)
+
+
+def _subject_embeddings(model: LoadedModel, token_ids: list[int]) -> torch.Tensor:
+    """The embedding matrix's rows of the subject's tokens: TransformerBridge's W_E, the Hugging
+    Face input embeddings on other engines, or (weights elsewhere: NDIF) hook_embed as the
+    model computes it for those tokens."""
+    engine = model.engine
+    if engine.remote:
+        return engine.run(torch.tensor([token_ids]), reads={"hook_embed": None}, logits=False).activations["hook_embed"][0]
+    if engine.name == "bridge":
+        bridge = model.bridge
+        weight = bridge.embed.W_E if hasattr(bridge.embed, "W_E") else bridge.W_E
+    else:
+        weight = engine.hf_model.get_input_embeddings().weight
+    return weight[torch.tensor(token_ids, device=weight.device)]

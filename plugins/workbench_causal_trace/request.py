@@ -80,8 +80,7 @@ def resolve_target(model: LoadedModel, prompt: str, token_ids: list[int], target
     """
     if not target:
         with torch.inference_mode():
-            ids = torch.tensor([token_ids], device=next(model.bridge.parameters()).device)
-            logits = model.bridge(ids, return_type="logits")
+            logits = model.engine.run([token_ids], logit_positions=[-1]).logits
         return [int(logits[0, -1].argmax())]
     if not target.strip():
         raise InputError("The target is only whitespace.", "leave it empty to trace the model's own top prediction, or type a word")
@@ -92,10 +91,12 @@ def resolve_target(model: LoadedModel, prompt: str, token_ids: list[int], target
     return ids
 
 
-def build_request(model: LoadedModel, prompt: str, token_ids: list[int], subject: str, target: str) -> TraceRequest:
+def build_request(model: LoadedModel, prompt: str, token_ids: list[int], subject: str, target: str, predict: bool = True) -> TraceRequest:
+    """predict=False leaves an empty target unpredicted (a one-token stand-in, id 0): what a
+    cost estimate needs is the request's shape, not a forward pass (a round trip on NDIF)."""
     n_ctx = model.n_ctx
     subject_range = subject_token_range(model, prompt, token_ids, subject)
-    target_ids = resolve_target(model, prompt, token_ids, target)
+    target_ids = resolve_target(model, prompt, token_ids, target) if predict or target else [0]
     if len(token_ids) + len(target_ids) - 1 > n_ctx:
         raise InputError(
             f"The prompt and target take {len(token_ids) + len(target_ids) - 1} tokens; the model's context holds {n_ctx}.",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..disk import disk_bytes, human_bytes
 from ..errors import InputError, WorkbenchError
+from ..job_context import reporting
 from ..outputs import check_output_file, check_store_output, write_or_rescue
 from ..progress import run_to_completion
 from ..prompts_file import read_prompts_file
@@ -512,8 +513,16 @@ def _run_with_bar(job, quiet: bool):
         bar.set_description_str(progress.message[:40])
         bar.refresh()
 
+    def status(message: str) -> None:  # a remote job's state (job_context.report_status)
+        if bar is not None:
+            bar.set_description_str(message[:40])
+            bar.refresh()
+        elif not quiet:
+            print(message, file=sys.stderr)
+
     try:
-        return run_to_completion(job, on_progress=show)
+        with reporting(status):
+            return run_to_completion(job, on_progress=show)
     except KeyboardInterrupt:
         job.close()
         return None

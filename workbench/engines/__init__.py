@@ -6,23 +6,28 @@ gives back the logits and the activations read (base.py). Two implementations:
 (an nnsight trace over the same Hugging Face model: `nnsight:<spec>` models, and NDIF).
 """
 
-from .base import GLOBAL_POINTS, SEAM_POINTS, Engine, EngineRun, HookPoint, ModelShape, Positions, Write, parse_hook, read_chunks, seam_hook_names, seam_shape
+from .base import GLOBAL_POINTS, SEAM_POINTS, Decode, Decoded, Engine, EngineRun, HookPoint, ModelShape, Positions, RunRequest, Write, parse_hook, read_chunks, seam_hook_names, seam_shape
 from .bridge import BridgeEngine
 from .families import MODULE_MAPS, ModuleMap, module_map_for
 from .nnsight_engine import NnsightEngine
+from .remote import RemoteMode
 
 __all__ = [
     "GLOBAL_POINTS",
     "MODULE_MAPS",
     "SEAM_POINTS",
     "BridgeEngine",
+    "Decode",
+    "Decoded",
     "Engine",
     "EngineRun",
     "HookPoint",
     "ModelShape",
     "ModuleMap",
     "NnsightEngine",
+    "RemoteMode",
     "Positions",
+    "RunRequest",
     "Write",
     "module_map_for",
     "parse_hook",

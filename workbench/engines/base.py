@@ -172,13 +172,71 @@ def replace_positions(tensor: torch.Tensor, axis: int, write: Write) -> torch.Te
     return out
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """One run of `Engine.run_many`: the arguments of `Engine.run`."""
+
+    tokens: torch.Tensor | Sequence[Sequence[int]]
+    reads: Mapping[str, Positions] = field(default_factory=dict)
+    writes: Mapping[str, Write | tuple[Positions, torch.Tensor]] = field(default_factory=dict)
+    logits: bool = True
+    logit_positions: Positions = None
+    decode: Mapping[str, Decode] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _PreparedRun:
+    """A RunRequest checked: ids on the engine's device, hook names parsed."""
+
+    ids: torch.Tensor
+    reads: dict[str, tuple[HookPoint, Positions]]
+    writes: dict[str, tuple[HookPoint, Write]]
+    logits: bool
+    logit_positions: Positions
+    decode: dict[str, tuple[HookPoint, Decode]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decode:
+    """A residual-stream point read through the model's own output head (final norm,
+    unembedding, the family's logit transform) where the model runs, at `positions`: the
+    `top_k` most probable tokens, and the probability of the token the model itself ranks
+    first at that position (the logit lens's readout). On NDIF it is what comes back
+    instead of the residual, whose decoding needs weights that stay there."""
+
+    positions: Positions = None
+    top_k: int = 5
+
+
+@dataclass
+class Decoded:
+    """A Decode's answer: top_probs and top_ids [b, p, top_k], model_top_probs [b, p]."""
+
+    top_probs: torch.Tensor
+    top_ids: torch.Tensor
+    model_top_probs: torch.Tensor
+
+
+DECODABLE_POINTS = ("hook_embed", "hook_resid_pre", "hook_resid_mid", "hook_resid_post")
+
+
+def decoded(logits: torch.Tensor, model_logits: torch.Tensor, top_k: int) -> Decoded:
+    """A Decode's answer from the decoded logits and the model's own, at the same positions."""
+    probs = logits.float().softmax(-1)
+    top = probs.topk(top_k, dim=-1)
+    model_top = model_logits.argmax(-1, keepdim=True)
+    return Decoded(top.values, top.indices, probs.gather(-1, model_top)[..., 0])
+
+
 @dataclass
 class EngineRun:
     """What one engine run gives back. logits: [batch, pos, d_vocab] at the positions asked
-    for (None when not asked for); activations: {hook name: batched tensor}."""
+    for (None when not asked for); activations: {hook name: batched tensor}; decoded: {hook
+    name: Decoded} for the points asked to be decoded."""
 
     logits: torch.Tensor | None
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    decoded: dict[str, Decoded] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -230,6 +288,10 @@ class Engine(ABC):
         analysis can refuse a choice before any work. Every seam point, by default."""
         parse_hook(name, int(self.cfg.n_layers))
 
+    #: Whether the model runs elsewhere (NDIF): its weights are not here, and every run
+    #: is a round trip, so analyses batch runs with `run_many`.
+    remote: bool = False
+
     def run(
         self,
         tokens: torch.Tensor | Sequence[Sequence[int]],
@@ -238,18 +300,53 @@ class Engine(ABC):
         *,
         logits: bool = True,
         logit_positions: Positions = None,
+        decode: Mapping[str, Decode] | None = None,
     ) -> EngineRun:
         """One forward pass over `tokens` [batch, pos] (prompts of one length): `writes`
         applied where the model computes those points, `reads` taken after any write at the
         same point (what the rest of the model sees), logits at `logit_positions` unless
-        `logits` is False."""
-        ids = torch.as_tensor(tokens, dtype=torch.long)
+        `logits` is False, and residual points decoded through the output head (`Decode`)."""
+        return self.run_many([RunRequest(tokens, reads or {}, writes or {}, logits, logit_positions, decode or {})])[0]
+
+    def run_many(self, requests: Sequence[RunRequest]) -> list[EngineRun]:
+        """Several independent runs, each as `run` does it, their results in order. An engine
+        that pays per round trip (NDIF) sends them as one job; the others run them in turn."""
+        return self._run_many([self._prepare(request) for request in requests])
+
+    def _prepare(self, request: RunRequest) -> _PreparedRun:
+        ids = torch.as_tensor(request.tokens, dtype=torch.long)
         if ids.dim() != 2 or ids.shape[1] == 0:
             raise EngineError(f"An engine runs a batch of token ids [batch, pos]; got shape {tuple(ids.shape)}.", "pass a 2-d tensor or a list of equal-length lists")
         n_layers = int(self.cfg.n_layers)
-        read_points = {name: (parse_hook(name, n_layers), positions) for name, positions in (reads or {}).items()}
-        write_points = {name: (parse_hook(name, n_layers), as_write(item)) for name, item in (writes or {}).items()}
-        return self._run(ids.to(self.device), read_points, write_points, logits, logit_positions)
+        reads = {name: (parse_hook(name, n_layers), positions) for name, positions in request.reads.items()}
+        writes = {name: (parse_hook(name, n_layers), as_write(item)) for name, item in request.writes.items()}
+        decode = {name: (parse_hook(name, n_layers), item) for name, item in request.decode.items()}
+        for name, (point, _) in decode.items():
+            if point.point not in DECODABLE_POINTS:
+                raise HookError(f"{name} is not a residual stream, so the output head cannot decode it.", f"decode one of {', '.join(DECODABLE_POINTS)}")
+        return _PreparedRun(ids.to(self.device), reads, writes, request.logits, request.logit_positions, decode)
+
+    def _run_many(self, runs: list[_PreparedRun]) -> list[EngineRun]:
+        return [self._run_decoding(run) for run in runs]
+
+    def _run_decoding(self, run: _PreparedRun) -> EngineRun:
+        """A run, with its Decodes made here from residuals read (the weights are here)."""
+        if not run.decode:
+            return self._run(run.ids, run.reads, run.writes, run.logits, run.logit_positions)
+        # A decoded point is read at every position, then cut to what each asks.
+        reads = {**run.reads, **{name: (point, None) for name, (point, _) in run.decode.items()}}
+        out = self._run(run.ids, reads, run.writes, True, None)
+        assert out.logits is not None
+        answers = {}
+        for name, (point, decode) in run.decode.items():
+            residual = select_positions(out.activations[name], point.position_axis, decode.positions)
+            answers[name] = decoded(self.decode_residual(residual), select_positions(out.logits, 1, decode.positions), decode.top_k)
+        activations = {
+            name: select_positions(out.activations[name], point.position_axis, positions) if name in run.decode else out.activations[name]
+            for name, (point, positions) in run.reads.items()
+        }
+        logits = select_positions(out.logits, 1, run.logit_positions) if run.logits else None
+        return EngineRun(logits, activations, answers)
 
     @abstractmethod
     def _run(

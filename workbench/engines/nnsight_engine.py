@@ -6,10 +6,11 @@ pass reaches it, and refuses one it has already run past), writes by replacing t
 module's input or output, and saves only what was asked for. Which module holds which
 hook point is the family's `ModuleMap` (families.py).
 
-The same trace runs on NDIF when `remote` is set: that is why everything the analysis
-gets back is chosen inside the trace (positions sliced before saving). nnsight reads
-the trace body from this file's source, so the body must stay a plain `with` block
-here, not code built at run time.
+The runs of one `run_many` are the traces of one nnsight session, which runs here or, for
+a remote engine, is sent whole to NDIF as one job (engines/remote.py): the remote path is
+this path plus a backend. That is why everything the analysis gets back is chosen inside
+the trace (positions sliced before saving). nnsight reads the session's body from this
+file's source, so the body must stay a plain `with` block here, not code built at run time.
 """
 
 from __future__ import annotations
@@ -22,10 +23,37 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import EngineError
-from .base import Engine, EngineRun, HookPoint, ModelShape, Positions, Write, parse_hook, replace_positions, select_positions
+from .base import Decode, Decoded, Engine, EngineRun, HookPoint, ModelShape, Positions, Write, _PreparedRun, parse_hook, select_positions
 from .families import ModuleMap, module_map_for
+from .remote import RemoteMode, remote_backend, remote_errors
+from .trace_ops import TraceShape, apply_writes, decode, module_at, read_point
 
 _LOGITS = "\0logits"  # the logits' key among the saved values (no hook name starts with NUL)
+
+
+_DECODE = "\0decode:"  # a residual read for a Decode, then the Decode's answer
+_DECODED = "\0decoded:"
+
+
+def _detached(value: torch.Tensor | None) -> torch.Tensor | None:
+    """A value as the caller's own: a remote run's come back from a server that tracked grads."""
+    return None if value is None else value.detach()
+
+
+def _path(dotted: str) -> tuple[str | int, ...]:
+    """A module path as module_at takes it: attribute names and list indices."""
+    return tuple(int(step) if step.isdigit() else step for step in dotted.split("."))
+
+
+def _decodes(run: _PreparedRun) -> list[tuple[str, Positions, int]]:
+    return [(name, decode.positions, decode.top_k) for name, (_, decode) in run.decode.items()]
+
+
+def _engine_run(saved: dict[str, Any]) -> EngineRun:
+    logits = _detached(saved.pop(_LOGITS, None))
+    answers = {name[len(_DECODED) :]: saved.pop(name) for name in [n for n in saved if n.startswith(_DECODED)]}
+    answers = {name: Decoded(*(value.detach() for value in (a.top_probs, a.top_ids, a.model_top_probs))) for name, a in answers.items()}
+    return EngineRun(logits, {name: value.detach() for name, value in saved.items()}, answers)
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,8 +116,10 @@ class _Visit:
 class NnsightEngine(Engine):
     name: ClassVar[str] = "nnsight"
 
-    def __init__(self, hf_model: Any, tokenizer: Any, *, remote: bool = False) -> None:
-        """hf_model: a transformers causal LM (switched to eager attention in place)."""
+    def __init__(self, hf_model: Any, tokenizer: Any, *, remote: RemoteMode | None = None) -> None:
+        """hf_model: a transformers causal LM (switched to eager attention in place); for a
+        remote model, one whose weights are on the meta device (config and tokenizer only).
+        remote: where sessions run when not here (engines/remote.py)."""
         config = hf_model.config
         self.modules: ModuleMap = module_map_for(config)
         self.shape = model_shape(config)
@@ -107,10 +137,14 @@ class NnsightEngine(Engine):
             warnings.simplefilter("ignore", category=nnsight.NNsightDeprecationWarning)
             self.model = TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
         self._hf = hf_model
-        self.remote = remote
+        self.remote_mode = remote
+        self.remote = remote is not None
+        self.model_name = str(getattr(config, "_name_or_path", "") or self.shape.architecture)
         final_norm = hf_model.get_submodule(self.modules.final_norm)
         eps = getattr(final_norm, "eps", None)  # nn.LayerNorm; Llama-style RMSNorms call it variance_epsilon
-        self._norm_eps = float(eps if eps is not None else getattr(final_norm, "variance_epsilon", 1e-6))
+        norm_eps = float(eps if eps is not None else getattr(final_norm, "variance_epsilon", 1e-6))
+        cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2's final soft cap
+        self.trace_shape = TraceShape(self.shape.n_heads, self.shape.d_head, self.modules.norm, norm_eps, _path(self.modules.final_norm), _path(self.modules.unembed), float(cap) if cap else None)
 
     @property
     def hf_model(self) -> torch.nn.Module:
@@ -119,6 +153,11 @@ class NnsightEngine(Engine):
     @property
     def cfg(self) -> ModelShape:
         return self.shape
+
+    @property
+    def device(self) -> torch.device:
+        # A remote model's weights are on the meta device; its inputs go from here, on the CPU.
+        return torch.device("cpu") if self.remote else super().device
 
     # -- where the hook points are ----------------------------------------------------------
 
@@ -158,18 +197,19 @@ class NnsightEngine(Engine):
                 "write hook_z, hook_attn_out or the residual stream instead, or run on TransformerBridge",
             )
 
-    def _envoy(self, path: str) -> Any:
-        envoy = self.model
-        for step in path.split("."):
-            envoy = envoy[int(step)] if step.isdigit() else getattr(envoy, step)
-        return envoy
+    def _steps(self, visit: _Visit) -> tuple:
+        """A visit as the session body takes it: (module path, operations inside its
+        forward, output?, writes, reads)."""
+        return _path(visit.access.path), visit.access.source, visit.access.which == "output", visit.writes, visit.reads
 
     def _module(self, path: str) -> torch.nn.Module:
         return self._hf.get_submodule(path)
 
-    def _plan(self, reads: dict[str, tuple[HookPoint, Positions]], writes: dict[str, tuple[HookPoint, Write]]) -> list[_Visit]:
+    def _plan(self, reads: dict[str, tuple[HookPoint, Positions]], writes: dict[str, tuple[HookPoint, Write]], decode: dict[str, tuple[HookPoint, Decode]]) -> list[_Visit]:
         """The values to visit, in the order the model computes them. Two hook points in
-        one value (the attention output and the pattern) share a visit."""
+        one value (the attention output and the pattern) share a visit. A residual to decode
+        is read too, and decoded once the model's logits are there."""
+        reads = {**reads, **{_DECODE + name: (point, item.positions) for name, (point, item) in decode.items()}}
         visits: dict[tuple[str, str, tuple[str, ...]], _Visit] = {}
         for name, (point, write) in writes.items():
             self.check_write(name)
@@ -194,69 +234,51 @@ class NnsightEngine(Engine):
         logits: bool,
         logit_positions: Positions,
     ) -> EngineRun:
+        return self._run_many([_PreparedRun(ids, reads, writes, logits, logit_positions)])[0]
+
+    def _run_many(self, runs: list[_PreparedRun]) -> list[EngineRun]:
+        """The runs as the traces of one nnsight session: on NDIF, one queued job."""
         nnsight = import_nnsight()
-        plan = [(visit, self._envoy(visit.access.path)) for visit in self._plan(reads, writes)]
-        trace_kwargs = {"remote": True} if self.remote else {}
-        with self.model.trace(ids, **trace_kwargs) as tracer:
-            saved = {}
-            for visit, envoy in plan:
-                for operation in visit.access.source:  # an operation inside the module's forward
-                    envoy = getattr(envoy.source, operation)
-                output = visit.access.which == "output"
-                value = envoy.output if output else envoy.input
-                if visit.writes:
-                    for point, write in visit.writes:
-                        value = self._write(value, point, write, bool(visit.access.source))
-                    if output:
-                        envoy.output = value
-                    else:
-                        envoy.input = value
-                for name, point, positions in visit.reads:
-                    saved[name] = select_positions(self._view(self._part(value, point), point), point.position_axis, positions)
-            nnsight.save(saved)
-            if logits:
-                # The model's output, not the unembedding's: Gemma 2 soft-caps the logits after it.
-                saved[_LOGITS] = select_positions(self.model.output.logits, 1, logit_positions)
-            else:
-                tracer.stop()  # nothing after the last visit is needed
-        out = saved.pop(_LOGITS, None)
-        return EngineRun(out, saved)
+        # The session body below refers to plain values only (no `self`): on NDIF it is
+        # rebuilt from them, with the helpers of trace_ops, where no engine exists.
+        model, shape, backend = self.model, self.trace_shape, self._backend()
+        planned = [(run.ids, [self._steps(visit) for visit in self._plan(run.reads, run.writes, run.decode)], run.logits, run.logit_positions, _decodes(run)) for run in runs]
+        with remote_errors(self.remote_mode, self.model_name):
+            with model.session(backend=backend):
+                results = []
+                for ids, plan, want_logits, logit_positions, decodes in planned:
+                    with model.trace(ids) as tracer:
+                        saved: dict[str, Any] = {}
+                        for path, operations, output, writes, reads in plan:
+                            envoy = module_at(model, path)
+                            for operation in operations:  # an operation inside the module's forward
+                                envoy = getattr(envoy.source, operation)
+                            value = envoy.output if output else envoy.input
+                            if writes:
+                                value = apply_writes(value, writes, bool(operations), shape)
+                                if output:
+                                    envoy.output = value
+                                else:
+                                    envoy.input = value
+                            for name, point, positions in reads:
+                                saved[name] = read_point(value, point, positions, shape)
+                        if want_logits or decodes:
+                            # The model's output, not the unembedding's: Gemma 2 soft-caps the logits after it.
+                            model_logits = model.output.logits
+                            if want_logits:
+                                saved[_LOGITS] = select_positions(model_logits, 1, logit_positions)
+                            for name, positions, top_k in decodes:
+                                residual = saved.pop(_DECODE + name)
+                                saved[_DECODED + name] = decode(model, residual, select_positions(model_logits, 1, positions), top_k, shape)
+                        else:
+                            tracer.stop()  # nothing after the last visit is needed
+                    results.append(saved)
+                nnsight.save(results)
+        return [_engine_run(saved) for saved in results]
 
-    def _part(self, value: Any, point: HookPoint) -> torch.Tensor:
-        """The tensor of a hook point in the value its module hands over."""
-        if point.point == "ln_final.hook_normalized":
-            return self._normalized(value)
-        if point.point == "attn.hook_pattern":
-            if value[1] is None:
-                raise EngineError("The attention module returned no weights.", "attention weights need eager attention; the engine sets it when it loads the model")
-            return value[1]
-        # hook_attn_out at the attention module: element 0 of (attn_output, attn_weights);
-        # a block that returns (hidden_states, ...) (transformers before 5): element 0 too.
-        return value[0] if isinstance(value, tuple) else value
-
-    def _normalized(self, residual: torch.Tensor) -> torch.Tensor:
-        """The final norm's normalization without its weight and bias, computed in float32 as
-        the families' norms do, from the norm's input."""
-        x = residual.float()
-        if self.modules.norm == "layer":
-            x = x - x.mean(-1, keepdim=True)
-        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self._norm_eps)).to(residual.dtype)
-
-    def _view(self, tensor: torch.Tensor, point: HookPoint) -> torch.Tensor:
-        """hook_z with its heads apart ([b, p, heads, d_head]), as TransformerBridge gives it."""
-        if point.point == "attn.hook_z":
-            return tensor.reshape(*tensor.shape[:-1], self.shape.n_heads, self.shape.d_head)
-        return tensor
-
-    def _write(self, value: Any, point: HookPoint, write: Write, inner: bool = False) -> Any:
-        """The module's value with the write applied (a new tuple or tensor; the old one is
-        left as it was). inner: the value is an operation's tensor inside a forward (a pattern)."""
-        tensor = value if inner else self._part(value, point)
-        new = replace_positions(self._view(tensor, point), point.position_axis, write).reshape(tensor.shape)
-        if isinstance(value, tuple):
-            index = 0  # hook_attn_out, or a block returning (hidden_states, ...)
-            return value[:index] + (new,) + value[index + 1 :]
-        return new
+    def _backend(self) -> Any:
+        """None to run here; else the backend that ships the session (engines/remote.py)."""
+        return remote_backend(self.model, self.remote_mode) if self.remote_mode else None
 
     def decode_residual(self, residual: torch.Tensor) -> torch.Tensor:
         if self.remote:

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..hooks.interrupt import Interrupted, cancellable
+from ..job_context import reporting
 from ..progress import Progress
 from .widgets.style import ERROR_COLOUR, MUTED_COLOUR, TEXT_COLOUR, WARNING_COLOUR, label, set_text_colour
 
@@ -94,6 +95,7 @@ class _JobThread(QThread):
         self._factory = job_factory
         self._cancel = cancel_flag
         self._lock = lock
+        self._last_progress: Progress | None = None
 
     def run(self) -> None:
         lower_thread_priority()
@@ -114,9 +116,14 @@ class _JobThread(QThread):
         return True
 
     def _drive(self) -> None:
-        # Cancel also stops a forward pass of this thread between two blocks (hooks/interrupt.py).
-        with cancellable(self._cancel):
+        # Cancel also stops a forward pass of this thread between two blocks (hooks/interrupt.py),
+        # and the wait for a remote job; that job's states ("NDIF: queued") show as its message.
+        with cancellable(self._cancel), reporting(self._report_status):
             self._drive_job()
+
+    def _report_status(self, message: str) -> None:
+        last = self._last_progress
+        self.progressed.emit(Progress(last.done, last.total, message) if last is not None else Progress(0, 0, message))
 
     def _drive_job(self) -> None:
         try:
@@ -136,6 +143,8 @@ class _JobThread(QThread):
                     self._finish(stop.value)
                     return
                 now = time.monotonic()
+                if isinstance(progress, Progress):
+                    self._last_progress = progress
                 if isinstance(progress, Progress) and now - last_emit >= PROGRESS_INTERVAL_S:
                     last_emit = now
                     self.progressed.emit(progress)

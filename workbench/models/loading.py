@@ -59,6 +59,8 @@ class LoadedModel:
 
     def current_fingerprint(self) -> str:
         """Fingerprint of the weights as they are now (e.g. after a weight edit)."""
+        if self.engine.remote:  # hosted weights cannot be edited from here
+            return self.fingerprint
         return fingerprint_model(self.engine.hf_model, self.weight_names or None)
 
     @property
@@ -335,9 +337,11 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", device_ma
     started = time.perf_counter()
     requested = parse_spec(spec)
     if requested.engine == "ndif":
-        from .ndif import open_ndif
+        from .ndif import load_ndif_model
 
-        open_ndif(requested)
+        if device_map or dtype != "float32" or device != "cpu":
+            raise ModelLoadError(f"{spec!r} runs on NDIF, which chooses the model's devices and precision itself.", "leave out --device, --dtype and --device-map for ndif: models")
+        return load_ndif_model(requested)
     placement = Placement(device, device_map, max_memory or "")
     if placement.mapped and requested.engine != "bridge":
         raise ModelLoadError(f"A device map places models for TransformerBridge; {spec!r} runs on the {requested.engine} engine.", "load it without --device-map, or without the engine prefix")

@@ -144,6 +144,11 @@ def check_engine(plugin: Plugin, model: LoadedModel | None) -> None:
     if plugin.analysis is None or model is None:
         return
     engine = model.engine.name
+    if model.engine.remote and plugin.analysis.weights_in_place:
+        raise EngineError(
+            f"{plugin.name} reads {model.name}'s weight matrices themselves, and on NDIF they stay on the server; only runs of the model are sent there.",
+            "run it on a model that fits here (its Hub id without the 'ndif:' prefix, or a smaller model of the family)",
+        )
     if engine not in plugin.analysis.engines:
         raise EngineError(
             f"{plugin.name} does not run on the {engine} engine yet.",
