@@ -4,13 +4,18 @@ engine (issue 21): the same model weights, the same prompt, the same reads, thro
 after --warmup untimed runs each), their ratio, and the plain Hugging Face forward pass
 for scale.
 
-Then counts the engine runs each analysis makes on the nnsight engine, run as the app runs
-it (the plugin runner, capture_activations): on NDIF each run is one round trip (a queued
-job). The bridge's counts beside them are its engine.run calls; attention and caching stream
-from the bridge's own hooks instead, one pass per prompt or batch (plus a two-token probe
-pass when caching).
+Then counts the engine jobs each analysis makes on the nnsight engine, run as the app runs
+it (the plugin runner, capture_activations): each `run` or `run_many` call is one job, on
+NDIF one round trip. The bridge's counts beside them are its engine jobs; attention and
+caching stream from the bridge's own hooks instead, one pass per prompt or batch (plus a
+two-token probe pass when caching). Causal tracing is counted with 3 samples (the app's
+default is 10: 10 runs in the same one job on NDIF).
 
-    python benchmarks/bench_engines.py [--model smollm2] [--repeats 5] [--warmup 2] [--threads N] [--json FILE] [--no-timing] [--no-round-trips]
+Then times causal tracing's engine path (engine_trace.py: whole passes with masked writes,
+all that runs on nnsight) on both engines, the ratio being the nnsight engine's overhead on
+a whole analysis, beside the bridge's fast path.
+
+    python benchmarks/bench_engines.py [--model smollm2] [--repeats 5] [--warmup 2] [--threads N] [--json FILE] [--no-timing] [--no-round-trips] [--no-trace]
 """
 
 from __future__ import annotations
@@ -42,16 +47,16 @@ CACHE_PROMPTS = [PROMPT, CORRUPTED, "The capital of France is", "Paris is a city
 
 
 def count_runs(model) -> tuple[dict[str, int], dict[str, float]]:
-    """Engine runs per analysis (default parameters), each analysis as the app runs it, and
+    """Engine jobs per analysis (default parameters), each analysis as the app runs it, and
     the seconds each took."""
     calls = [0]
-    real = model.engine.run
+    real = model.engine._run_many
 
     def counted(*args, **kwargs):
         calls[0] += 1
         return real(*args, **kwargs)
 
-    model.engine.run = counted  # type: ignore[method-assign]
+    model.engine._run_many = counted  # type: ignore[method-assign]
     registry = discover_plugins()
     seconds: dict[str, float] = {}
     found: list = []
@@ -77,9 +82,10 @@ def count_runs(model) -> tuple[dict[str, int], dict[str, float]]:
         "attention": runs("attention", analysis("attention", [PROMPT])),
         "caching (8 prompts: residual, attention, heads)": runs("caching", capture_activations(model, CACHE_PROMPTS, "residual,attention,heads", tmp / f"{model.engine.name}.h5")),
         "induction heads (default)": runs("induction", analysis("induction", [])),
+        "causal tracing (3 samples)": runs("causal tracing", analysis("causal-trace", [PROMPT], subject="The Eiffel Tower", samples=3)),
         "patching (default targets)": runs("patching", analysis("patching", [PROMPT, CORRUPTED])),
     }
-    del model.engine.run
+    del model.engine._run_many
     shutil.rmtree(tmp, ignore_errors=True)
     patching = found[-1]
     counts["patching: patched passes"] = patching.patched_passes
@@ -126,6 +132,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-timing", action="store_true", help="skip the timed forward passes")
     parser.add_argument("--no-round-trips", action="store_true", help="skip counting engine runs per analysis")
+    parser.add_argument("--no-trace", action="store_true", help="skip timing causal tracing's engine path on both engines")
+    parser.add_argument("--samples", type=int, default=10, help="noise samples of the timed causal trace")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,6 +153,8 @@ def main() -> None:
             f"{name} nnsight {our_seconds[name]:.2f} / bridge {their_seconds[name]:.2f}" for name in our_seconds))
         report["runs"] = {"nnsight": ours, "bridge": theirs}
         report["analysis_seconds"] = {"nnsight": our_seconds, "bridge": their_seconds}
+    if not args.no_trace:
+        report["causal_trace"] = time_trace(args, bridge_model, nnsight_model)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
@@ -178,6 +188,35 @@ def time_forward(args, bridge_model, nnsight_model, ids) -> dict:
         print(f"  {name:8s} median {median[name] * 1000:7.1f} ms   runs {', '.join(f'{v * 1000:.1f}' for v in values)}")
     print(f"  nnsight / bridge: {ratio:.2f}   (bridge / plain HF forward: {median['bridge'] / median['hf']:.2f})")
     return {"reads": list(reads), "seconds": times, "median": median, "ratio": ratio}
+
+
+def time_trace(args, bridge_model, nnsight_model) -> dict:
+    """Causal tracing's engine path on each engine, and the bridge's fast path, in one run."""
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from workbench_causal_trace.engine_trace import trace_on_engine
+    from workbench_causal_trace.noise import subject_noise
+    from workbench_causal_trace.request import build_request
+    from workbench_causal_trace.scoring import KINDS
+    from workbench_causal_trace.tracing import trace_with_noise
+
+    seconds, scores = {}, {}
+    for label, model, trace in (
+        ("nnsight, engine path", nnsight_model, trace_on_engine),
+        ("bridge, engine path", bridge_model, trace_on_engine),
+        ("bridge, fast path", bridge_model, trace_with_noise),
+    ):
+        request = build_request(model, PROMPT, model.tokenize(PROMPT), "The Eiffel Tower", "")
+        noise = subject_noise(model, request, args.samples, 0.0, 3.0, 1)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            result = run_to_completion(trace(model, request, noise, KINDS, 10))
+        seconds[label] = time.perf_counter() - started
+        scores[label] = np.stack([result.scores[kind] for kind in KINDS])
+    worst = max(float(np.abs(scores[label] - scores["bridge, fast path"]).max()) for label in scores)
+    print(f"causal tracing, {args.samples} samples, all kinds: " + ", ".join(f"{label} {value:.1f} s" for label, value in seconds.items()))
+    print(f"  nnsight / bridge on the engine path: {seconds['nnsight, engine path'] / seconds['bridge, engine path']:.2f}; "
+          f"nnsight engine path / bridge fast path: {seconds['nnsight, engine path'] / seconds['bridge, fast path']:.2f}; largest score difference {worst:.1e}")
+    return {"seconds": seconds, "max_difference": worst, "samples": args.samples}
 
 
 if __name__ == "__main__":

@@ -184,3 +184,19 @@ def test_a_refused_key_and_a_lost_connection_say_what_to_do():
     assert time.perf_counter() - started < 5
     assert "lost or refused" in error.message and "results received before this job are kept" in error.hint
     assert "expired-key" not in repr(mode)  # the key stays out of logs and tracebacks
+
+
+def test_induction_on_a_remote_model_is_one_job_per_pass(nnsight_lab, simulated_lab, monkeypatch):
+    import workbench_induction.analysis as induction
+
+    plugin = discover_plugins().get("induction")
+    params = {"batch": 6, "top_n": 2, "ablation": "zero"}
+    monkeypatch.setattr(induction, "READ_BUDGET_BYTES", 1)  # a run per read: several runs a pass
+    here = run_to_completion(run_analysis(plugin, AnalysisContext(nnsight_lab, []), params))
+    jobs = []
+    real = simulated_lab.engine._run_many
+    monkeypatch.setattr(simulated_lab.engine, "_run_many", lambda runs: jobs.append(len(runs)) or real(runs))
+    there = run_to_completion(run_analysis(plugin, AnalysisContext(simulated_lab, []), params))
+    assert jobs == [4] + [2] * len(there.ablated_heads)  # the scoring pass, then one per ablated head
+    assert there.ablated_heads == here.ablated_heads
+    assert np.abs(there.induction - here.induction).max() <= 1e-6 and np.abs(there.ablated_loss_curves - here.ablated_loss_curves).max() <= 1e-6

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.engines import BridgeEngine, Engine, Write, read_chunks
+from workbench.engines import BridgeEngine, Engine, RunRequest, Write, read_chunks
 from workbench.errors import InputError
 from workbench.plugin_api import AnalysisContext, Cost, Progress
 
@@ -276,14 +276,18 @@ def engine_loss_sum(engine: Engine, tokens: torch.Tensor, chunk: int, scorer: Pa
         mask[0, 0, head] = True
         value = torch.zeros(engine.cfg.d_head) if replacement is None else replacement
         writes[f"blocks.{layer}.attn.hook_z"] = Write(value, None, mask)
-    total = torch.zeros(tokens.shape[1] - 1, dtype=torch.float64)
+    steps = []  # (sequences, reads, last of its chunk?)
     for start in range(0, tokens.shape[0], chunk):
         part = tokens[start : start + chunk]
         groups = read_chunks(names, engine.cfg, part.shape[0], part.shape[1], READ_BUDGET_BYTES)
-        for number, group in enumerate(groups):
-            last = number == len(groups) - 1
-            with torch.inference_mode():
-                out = engine.run(part, reads=dict.fromkeys(group), writes=writes, logits=last)
+        steps += [(part, group, number == len(groups) - 1) for number, group in enumerate(groups)]
+    # On NDIF the pass's runs are one job; here they go one at a time, each result used and dropped.
+    batches = [steps] if engine.remote else [[step] for step in steps]
+    total = torch.zeros(tokens.shape[1] - 1, dtype=torch.float64)
+    for batch in batches:
+        with torch.inference_mode():
+            outs = engine.run_many([RunRequest(part, dict.fromkeys(group), writes, logits=last) for part, group, last in batch])
+            for (part, group, last), out in zip(batch, outs):
                 for name in group:
                     layer = int(name.split(".")[1])
                     if name.endswith("hook_pattern"):
@@ -292,8 +296,8 @@ def engine_loss_sum(engine: Engine, tokens: torch.Tensor, chunk: int, scorer: Pa
                         means.add(layer, out.activations.pop(name))
                 if last:
                     total += per_token_loss(out.logits, part).double().sum(0).cpu()
-            del out
-        scorer.chunk_done(part.shape[0])
+                    scorer.chunk_done(part.shape[0])
+        del outs
     return total
 
 

@@ -127,3 +127,25 @@ def test_panels_dock_tab_float_and_restore_layout(qtbot, lab_window):
     qtbot.waitUntil(lambda: len(window.panel_docks) == 1)
     assert window.panels() == [first] and second not in window.panels()
     assert window.dockWidgetArea(docks[0]) == Qt.RightDockWidgetArea
+
+
+def test_the_ndif_key_is_kept_in_the_settings_and_set_for_ndif_models(qtbot, window, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog, QLineEdit
+
+    from workbench.gui import main_window
+    from workbench.models import ndif
+
+    assert main_window.NDIF_KEY_VARIABLE == ndif.NDIF_KEY_VARIABLE
+    monkeypatch.setenv("NDIF_API_KEY", "")  # recorded, so the key the window sets is undone after the test
+    asked = {}
+
+    def answer(parent, title, label, echo, text):  # the user types a key into the dialog
+        asked.update(title=title, echo=echo, shown=text)
+        return "key-typed-in-the-dialog", True
+
+    monkeypatch.setattr(QInputDialog, "getText", staticmethod(answer))
+    window.ask_ndif_api_key()
+    assert asked["echo"] == QLineEdit.Password and asked["shown"] == ""
+    assert window.settings.ndif_api_key() == "key-typed-in-the-dialog" and ndif.ndif_api_key() == "key-typed-in-the-dialog"
+    window.settings.set_ndif_api_key("")
+    assert window.settings.ndif_api_key() == ""

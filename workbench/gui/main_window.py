@@ -55,6 +55,9 @@ APP_TITLE = "Interpretability Workbench"
 DEFAULT_SIZE = (1400, 880)
 
 
+NDIF_KEY_VARIABLE = "NDIF_API_KEY"  # = workbench.models.ndif.NDIF_KEY_VARIABLE, read there when an ndif: model loads
+
+
 def _load_model_job(spec: str, device: str, dtype: str, device_map: str = "", max_memory: str = ""):
     from ..models import load_model
 
@@ -120,6 +123,8 @@ class MainWindow(WorkspaceActions, QMainWindow):
         self.setWindowTitle(APP_TITLE)
         self.registry = registry if registry is not None else discover_plugins()
         self.settings = settings if settings is not None else AppSettings()
+        if self.settings.ndif_api_key() and not os.environ.get(NDIF_KEY_VARIABLE):
+            os.environ[NDIF_KEY_VARIABLE] = self.settings.ndif_api_key()  # ndif: models read it when they load
         self.remember = remember  # False: leave the user's settings alone (screenshots)
         self.model_lock = threading.Lock()
         self._model: LoadedModel | None = None
@@ -232,6 +237,8 @@ class MainWindow(WorkspaceActions, QMainWindow):
         menu.addSeparator()
         self._add_action(menu, "&Export report…", lambda: show_export_dialog(self))
         menu.addSeparator()
+        self._add_action(menu, "NDIF API &key…", self.ask_ndif_api_key)
+        menu.addSeparator()
         self._add_action(menu, "&Quit", self.close, QKeySequence.Quit)
         self.panels_menu = self.menuBar().addMenu("&Panels")
         self.panels_menu.aboutToShow.connect(self.rebuild_panels_menu)
@@ -245,6 +252,23 @@ class MainWindow(WorkspaceActions, QMainWindow):
         self._add_action(help_menu, "&Documentation", self.show_documentation, QKeySequence.HelpContents)
         help_menu.addSeparator()
         self._add_action(help_menu, "&About", self._about)
+
+    def ask_ndif_api_key(self) -> None:
+        from PySide6.QtWidgets import QInputDialog, QLineEdit
+
+        key, ok = QInputDialog.getText(
+            self,
+            "NDIF API key",
+            "The key of your NDIF account (https://login.ndif.us), for ndif:<hf id> models.\n"
+            "Kept in this app's settings file only: never in workspaces, stores or reports.\n"
+            "Leave it empty to forget it (NDIF_API_KEY, when set, is used instead).",
+            QLineEdit.Password,
+            self.settings.ndif_api_key(),
+        )
+        if ok:
+            self.settings.set_ndif_api_key(key.strip())
+            if key.strip():  # typed now, so it wins over the environment's
+                os.environ[NDIF_KEY_VARIABLE] = key.strip()
 
     def _add_action(self, menu, text: str, slot: Callable, shortcut=None) -> QAction:
         action = QAction(text, self)

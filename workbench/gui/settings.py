@@ -60,6 +60,18 @@ class AppSettings:
     def last_workspace(self) -> str:
         return str(self._settings.value("workspaces/last", ""))
 
+    # -- NDIF ---------------------------------------------------------------------------------------------
+
+    def ndif_api_key(self) -> str:
+        return str(self._settings.value("ndif/api_key", "") or "")
+
+    def set_ndif_api_key(self, key: str) -> None:
+        """Kept in this settings file only (the user's own); never in workspaces, stores or reports."""
+        if key:
+            self._settings.setValue("ndif/api_key", key)
+        else:
+            self._settings.remove("ndif/api_key")
+
     # -- the window -------------------------------------------------------------------------------------
 
     def geometry(self) -> QByteArray | None:

@@ -340,7 +340,10 @@ def load_model(spec: str, device: str = "cpu", dtype: str = "float32", device_ma
         from .ndif import load_ndif_model
 
         if device_map or dtype != "float32" or device != "cpu":
-            raise ModelLoadError(f"{spec!r} runs on NDIF, which chooses the model's devices and precision itself.", "leave out --device, --dtype and --device-map for ndif: models")
+            raise ModelLoadError(
+                f"{spec!r} runs on NDIF, which chooses the model's devices and precision itself.",
+                "load ndif: models with the defaults (cpu, float32, no device map): leave out --device, --dtype and --device-map",
+            )
         return load_ndif_model(requested)
     placement = Placement(device, device_map, max_memory or "")
     if placement.mapped and requested.engine != "bridge":
