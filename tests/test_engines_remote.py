@@ -200,3 +200,28 @@ def test_induction_on_a_remote_model_is_one_job_per_pass(nnsight_lab, simulated_
     assert jobs == [4] + [2] * len(there.ablated_heads)  # the scoring pass, then one per ablated head
     assert there.ablated_heads == here.ablated_heads
     assert np.abs(there.induction - here.induction).max() <= 1e-6 and np.abs(there.ablated_loss_curves - here.ablated_loss_curves).max() <= 1e-6
+
+
+def test_an_ndif_model_loads_without_weights_and_explains_what_fails(monkeypatch):
+    """load_ndif_model on the lab model's folder in place of a Hub id (the config and tokenizer
+    read from it, as from the Hub), with a server that accepts connections: the modules are
+    built on the meta device, the sizes come from the config, and a run that cannot be sent is
+    one EngineError. (A folder is no NDIF model id, so it fails before any request.)"""
+    from workbench.models.ndif import load_ndif_model
+    from workbench.models.specs import ModelSource, lab_models_dir
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefusingServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("NDIF_API_KEY", "a-key")
+    monkeypatch.setenv("NDIF_HOST", f"http://127.0.0.1:{server.server_port}")
+    folder = str(lab_models_dir() / "induction")
+    try:
+        model = load_ndif_model(ModelSource("hub", "ndif:lab-induction", folder, "ndif"))
+        assert model.engine.remote and model.engine.device == torch.device("cpu")
+        assert next(model.engine.hf_model.parameters()).device.type == "meta"
+        assert (model.n_layers, model.n_heads) == (2, 4) and model.current_fingerprint() == model.fingerprint
+        with pytest.raises(EngineError) as caught:
+            model.engine.run([model.tokenize(LAB_PROMPT)])
+    finally:
+        server.shutdown()
+    assert "NDIF" in caught.value.message and "\n" not in str(caught.value)

@@ -117,9 +117,17 @@ class NnsightEngine(Engine):
     name: ClassVar[str] = "nnsight"
 
     def __init__(self, hf_model: Any, tokenizer: Any, *, remote: RemoteMode | None = None) -> None:
-        """hf_model: a transformers causal LM (switched to eager attention in place); for a
-        remote model, one whose weights are on the meta device (config and tokenizer only).
-        remote: where sessions run when not here (engines/remote.py)."""
+        """hf_model: a transformers causal LM (switched to eager attention in place), or a
+        Hub id for a model whose weights stay remote (built on the meta device from its
+        config, as nnsight builds the models it sends to NDIF). remote: where sessions run
+        when not here (engines/remote.py)."""
+        nnsight = import_nnsight()
+        from nnsight import TransformersModel
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=nnsight.NNsightDeprecationWarning)
+            self.model = TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
+        hf_model = self.model._module
         config = hf_model.config
         self.modules: ModuleMap = module_map_for(config)
         self.shape = model_shape(config)
@@ -130,12 +138,6 @@ class NnsightEngine(Engine):
             set_attention("eager")
         else:
             config._attn_implementation = "eager"
-        nnsight = import_nnsight()
-        from nnsight import TransformersModel
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=nnsight.NNsightDeprecationWarning)
-            self.model = TransformersModel(hf_model, tokenizer=tokenizer, task="text-generation")
         self._hf = hf_model
         self.remote_mode = remote
         self.remote = remote is not None
@@ -241,9 +243,10 @@ class NnsightEngine(Engine):
         nnsight = import_nnsight()
         # The session body below refers to plain values only (no `self`): on NDIF it is
         # rebuilt from them, with the helpers of trace_ops, where no engine exists.
-        model, shape, backend = self.model, self.trace_shape, self._backend()
+        model, shape = self.model, self.trace_shape
         planned = [(run.ids, [self._steps(visit) for visit in self._plan(run.reads, run.writes, run.decode)], run.logits, run.logit_positions, _decodes(run)) for run in runs]
         with remote_errors(self.remote_mode, self.model_name):
+            backend = self._backend()
             with model.session(backend=backend):
                 results = []
                 for ids, plan, want_logits, logit_positions, decodes in planned:

@@ -69,8 +69,7 @@ def open_ndif(source: ModelSource) -> str:
 
 def load_ndif_model(source: ModelSource) -> LoadedModel:
     """A LoadedModel whose engine sends every session to NDIF."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from ..engines import NnsightEngine, RemoteMode
     from .loading import LoadedModel, _tokenizer_prepends_bos
@@ -86,14 +85,11 @@ def load_ndif_model(source: ModelSource) -> LoadedModel:
             f"Could not read {repo_id}'s config or tokenizer from the Hugging Face Hub: {str(exc).splitlines()[0][:200]}",
             "check the id; a gated model (Llama) needs access granted on the Hub and HF_TOKEN set",
         ) from None
-    with torch.device("meta"):
-        hf_model = AutoModelForCausalLM.from_config(config)
-    hf_model.config._name_or_path = repo_id  # the id nnsight names the model by on NDIF
     try:
-        engine = NnsightEngine(hf_model, tokenizer, remote=RemoteMode.ndif(ndif_host(), key))
+        engine = NnsightEngine(repo_id, tokenizer, remote=RemoteMode.ndif(ndif_host(), key))
     except EngineError as exc:
         raise ModelLoadError(f"Cannot run {source.spec} on NDIF: {exc.message}", exc.hint) from None
-    dtype = str(getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or "bfloat16").removeprefix("torch.")
+    dtype = str(getattr(config, "dtype", None) or "bfloat16").removeprefix("torch.")
     return LoadedModel(
         source=source,
         engine=engine,
