@@ -144,3 +144,33 @@ def test_task_manager_drives_plain_generators_and_reports_errors(qtbot):
     shown = wait_for_task(qtbot, manager.start("plain call", lambda: 42, raising_on_result))
     assert shown.state is TaskState.FAILED and "GUI side bug" in shown.message
     assert manager.shutdown(5_000)
+
+
+def test_a_remote_jobs_states_show_in_its_task_and_cancel_stops_the_wait(qtbot):
+    """What the NDIF backend's wait does (engines/remote.py), on a task's thread: the job's
+    states from nnsight's own responses become the task's message, and Cancel ends the wait
+    at its next wake (every 0.1 s), with no further step of the job."""
+    import time
+
+    from nnsight.schema.response import ResponseModel, Status
+
+    from workbench.engines.remote import _JobStatus
+
+    manager = TaskManager()
+    queued = threading.Event()
+
+    def job():
+        yield Progress(1, 4, "sending the job")
+        status = _JobStatus()
+        status.update(ResponseModel(id="job", status=Status.QUEUED))
+        queued.set()
+        while True:  # the websocket's idle wakes
+            time.sleep(0.1)
+            status.refresh()
+
+    task = manager.start("remote", job)
+    qtbot.waitUntil(lambda: task.message == "NDIF: queued", timeout=10_000)
+    assert task.progress is not None and task.progress.done == 1 and task.progress.total == 4  # the bar stays where it was
+    task.cancel()
+    wait_for_task(qtbot, task, timeout=5_000)
+    assert task.state is TaskState.CANCELLED
