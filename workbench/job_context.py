@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 _current = threading.local()
 
@@ -25,14 +25,19 @@ class Interrupted(Exception):
 
 
 @contextmanager
-def cancellable(event: threading.Event) -> Iterator[None]:
-    """Work done by this thread inside the block stops when event is set."""
-    previous = getattr(_current, "event", None)
-    _current.event = event
+def _bound(name: str, value: object) -> Iterator[None]:
+    """`value` as this thread's `name` inside the block (nested blocks restore the outer one)."""
+    previous = getattr(_current, name, None)
+    setattr(_current, name, value)
     try:
         yield
     finally:
-        _current.event = previous
+        setattr(_current, name, previous)
+
+
+def cancellable(event: threading.Event) -> AbstractContextManager[None]:
+    """Work done by this thread inside the block stops when event is set."""
+    return _bound("event", event)
 
 
 def cancelled() -> bool:
@@ -45,15 +50,9 @@ def raise_if_cancelled() -> None:
         raise Interrupted("cancelled")
 
 
-@contextmanager
-def reporting(listener: Callable[[str], object]) -> Iterator[None]:
+def reporting(listener: Callable[[str], object]) -> AbstractContextManager[None]:
     """Status messages reported by this thread inside the block go to listener."""
-    previous = getattr(_current, "listener", None)
-    _current.listener = listener
-    try:
-        yield
-    finally:
-        _current.listener = previous
+    return _bound("listener", listener)
 
 
 def report_status(message: str) -> None:
