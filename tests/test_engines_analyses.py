@@ -237,7 +237,7 @@ def check_traces(bridge_model, nnsight_model, prompt, subject, label, **params):
     (engine_trace.py): the scores and both baselines."""
     theirs = run_on("causal-trace", bridge_model, [prompt], subject=subject, **params)
     ours = run_on("causal-trace", nnsight_model, [prompt], subject=subject, **params)
-    assert (theirs.method, ours.method) == ("fast", "engine") and ours.tokens == theirs.tokens and ours.answer == theirs.answer
+    assert (theirs.method, ours.method) == ("fast", "batched-reference") and ours.tokens == theirs.tokens and ours.answer == theirs.answer
     differences = {name: relative(getattr(ours, name), getattr(theirs, name)) for name in ("scores", "high_score", "low_score", "noise")}
     print(f"\n{label} causal trace {params}: relative differences " + ", ".join(f"{k} {v:.2g}" for k, v in differences.items()))
     assert max(differences.values()) <= TOLERANCE, differences

@@ -28,7 +28,7 @@ def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: in
         # Whole passes with masked writes: the reference's numbers on any engine (engine_trace.py).
         traced = yield from trace_on_engine(model, request, corruption, chosen, window)
         scores, seconds, high, low = traced.scores, traced.seconds, traced.high_score, traced.low_score
-        method = "engine"
+        method = "batched-reference"
     elif method == "reference":
         yield Progress(0, request.n_tokens * len(chosen), "tracing")
         scores, seconds = {}, {}
