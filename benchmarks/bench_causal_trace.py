@@ -6,7 +6,8 @@ The baseline (benchmarks/peer_causal_trace.py) is kmeng01/rome's causal tracing 
 plain Hugging Face model: one batched pass of samples + 1 rows per cell, the clean state
 restored by forward hooks on the HF modules. Both use the same noise, so their scores
 must agree to float precision; the script prints seconds per kind for each, the speed-up
-(peer / ours), and the largest score difference. --with-reference adds our own
+(peer / ours), the largest score difference, and the arithmetic each needs (flops.py:
+multiply-accumulates of the matrix products, and the rate each ran them at). --with-reference adds our own
 one-pass-per-cell implementation on TransformerBridge (slower than the peer's code).
 """
 
@@ -23,6 +24,7 @@ import torch
 from peer_causal_trace import peer_trace  # noqa: E402  (this folder)
 
 from workbench.models import load_hf_model, load_model  # noqa: E402
+from workbench_causal_trace.flops import ModelSizes, fast_path_macs, peer_macs  # noqa: E402
 from workbench_causal_trace.noise import subject_noise  # noqa: E402
 from workbench_causal_trace.reference import timed, trace_reference  # noqa: E402
 from workbench_causal_trace.request import build_request  # noqa: E402
@@ -89,6 +91,12 @@ def main() -> int:
     more = f" {sum(reference_seconds.values()):16.2f}" if args.with_reference else ""
     print(f"{'all':6} {total_peer:8.2f} {total_fast:8.2f} {total_peer / total_fast:10.1f}{more}")
     passes = len(kinds) * request.n_tokens * model.n_layers
+    sizes = ModelSizes.of(model)
+    peer_work = peer_macs(sizes, request.n_tokens, len(kinds), args.samples)
+    ran, alone = fast_path_macs(sizes, len(request.sequence), args.samples, fast.passes)
+    print(f"matrix-product multiply-accumulates (flops.py): peer {peer_work / 1e9:,.1f} G at {peer_work / total_peer / 1e9:.1f} G/s; "
+          f"ours {ran / 1e9:,.1f} G as run at {ran / total_fast / 1e9:.1f} G/s, {alone / 1e9:,.1f} G with a pass per cell; "
+          f"peer/ours {peer_work / ran:.1f}x as run, {peer_work / alone:.1f}x with a pass per cell (the speed-ups at equal throughput)")
     print(f"peer passes: {passes} of batch {args.samples + 1}; max |score difference| ours vs peer {worst:.2e}" + (f", ours vs our reference {worst_reference:.2e}" if args.with_reference else ""))
     return 0 if max(worst, worst_reference) <= 1e-4 else 1
 

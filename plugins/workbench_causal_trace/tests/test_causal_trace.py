@@ -18,7 +18,7 @@ from workbench.errors import InputError
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
 from workbench.progress import run_to_completion
 from workbench.results import load_results, save_result
-from workbench_causal_trace import tracing
+from workbench_causal_trace import flops, tracing
 from workbench_causal_trace.noise import subject_noise
 from workbench_causal_trace.reference import trace_reference, traced_run
 from workbench_causal_trace.request import build_request
@@ -189,3 +189,41 @@ def test_smollm2_window_cells_match_the_reference(smollm2):
                 restored = restored_layers(kind, layer, smollm2.n_layers, 10)
                 _, expected = traced_run(smollm2, request, noise, [(RESTORED_HOOK[kind].format(r), position) for r in restored])
                 assert traced.scores[kind][position, layer] == pytest.approx(expected, abs=1e-4), (kind, position, layer)
+
+
+def test_counted_passes_are_the_passes_run(lab_model, monkeypatch):
+    """flops.py counts the passes the fast path reports: each is the rows × positions × blocks
+    that went through the model's MLPs in a restored run."""
+    request = lab_request(lab_model)
+    noise = subject_noise(lab_model, request, samples=3, noise=0.0, noise_scale=3.0, seed=0)
+    counting, tokens = [False], [0]
+
+    def count(module, args):
+        if counting[0]:
+            tokens[0] += args[0].shape[:-1].numel()
+
+    real = tracing.logits_from_layer
+
+    def restored_run(*args, **kwargs):
+        counting[0] = True
+        try:
+            return real(*args, **kwargs)
+        finally:
+            counting[0] = False
+
+    monkeypatch.setattr(tracing, "logits_from_layer", restored_run)
+    mlps = [m for m in lab_model.bridge.original_model.modules() if type(m).__name__.endswith("MLP")]
+    handles = [m.register_forward_pre_hook(count) for m in mlps]
+    try:
+        traced = run_to_completion(trace_with_noise(lab_model, request, noise, KINDS, window=1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    n_tokens, n_layers = len(request.sequence), lab_model.n_layers
+    assert traced.passes and tokens[0] == sum(
+        p.rows_per_cell * len(p.entries) * (n_tokens - p.position) * max(0, n_layers - p.entries[0]) for p in traced.passes
+    )
+    sizes = flops.ModelSizes.of(lab_model)
+    assert sizes.block_weights == 4 * 128 * 128 + 2 * 128 * 128  # GPT-2 block: q, k, v, o; MLP in and out
+    ran, alone = flops.fast_path_macs(sizes, n_tokens, 3, traced.passes)
+    assert alone <= ran < flops.peer_macs(sizes, n_tokens, len(KINDS), 3)
