@@ -33,7 +33,13 @@ plugin = Plugin(
             Float("noise_scale", default=3.0, minimum=0.0, help="multiple of the subject embeddings' std used when noise is 0"),
             Int("window", default=10, minimum=1, maximum=256, help="layers restored together for MLP and attention (l - window/2 .. l + window/2 - 1)"),
             Int("seed", default=1, minimum=0, help="seed of the noise; the same noise is used for every cell"),
-            Choice("method", default="fast", choices=("fast", "reference"), help="fast: batched, restarted at the restored layer, later positions only; reference: one pass per cell as in the paper's code. On the nnsight engine (and NDIF) both run the reference's numbers as whole batched passes"),
+            Choice(
+                "method",
+                default="fast",
+                choices=("fast", "reference"),
+                help="fast: batched, restarted at the restored layer, later positions only; reference: one pass per cell as in the paper's code. "
+                "On the nnsight engine (and NDIF) both run the reference's numbers as whole batched passes",
+            ),
         ],
     ),
     result_types=["workbench_causal_trace.result:CausalTraceResult"],
