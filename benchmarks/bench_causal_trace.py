@@ -14,10 +14,12 @@ one-pass-per-cell implementation on TransformerBridge (slower than the peer's co
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +45,7 @@ def main() -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--with-reference", action="store_true", help="also time our one-pass-per-cell reference on TransformerBridge")
+    parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
 
     model = load_model(args.model, device=args.device) if args.device else load_model(args.model)
@@ -98,6 +101,9 @@ def main() -> int:
           f"ours {ran / 1e9:,.1f} G as run at {ran / total_fast / 1e9:.1f} G/s, {alone / 1e9:,.1f} G with a pass per cell; "
           f"peer/ours {peer_work / ran:.1f}x as run, {peer_work / alone:.1f}x with a pass per cell (the speed-ups at equal throughput)")
     print(f"peer passes: {passes} of batch {args.samples + 1}; max |score difference| ours vs peer {worst:.2e}" + (f", ours vs our reference {worst_reference:.2e}" if args.with_reference else ""))
+    if args.json:
+        summary = {"ours_seconds": total_fast, "peer_seconds": total_peer, "ratio": total_peer / total_fast, "max_difference": worst, "peer_macs": peer_work, "our_macs": ran, "samples": args.samples}
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return 0 if max(worst, worst_reference) <= 1e-4 else 1
 
 
