@@ -1,9 +1,12 @@
-"""ROME on SmolLM2 over examples/counterfact_smollm2.json: CounterFact scores, seconds per
-edit, and the time to compute the key statistics C (in a fresh cache folder, so it is measured).
+"""ROME on SmolLM2 over CounterFact-format sets: CounterFact scores, seconds per edit, and
+the time to compute the key statistics C (in a fresh cache folder, so it is measured).
 
-    .venv/bin/python benchmarks/bench_rome.py [--layer 4] [--cases 0] [--keep-cache]
+    .venv/bin/python benchmarks/bench_rome.py [--layer 4] [--cases 0] [--keep-cache] [--dataset FILE ...]
 
-Prints the rome-eval summary (ES/PS/NS/S/EM/PM/NM, seconds_per_edit) and the C figures.
+The sets default to examples/counterfact_smollm2.json (21 short prompts); the held-out-like
+examples/counterfact_heldout_smollm2.json has longer prompts and subjects of several tokens.
+Several sets run in one process, one after the other, so their times compare. Prints each
+set's rome-eval summary (ES/PS/NS/S/EM/PM/NM, seconds_per_edit) and the C figures.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "examples" / "counterfact_smollm2.json"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DATA = EXAMPLES / "counterfact_smollm2.json"
 
 
 def main() -> None:
@@ -24,7 +28,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=0, help="first N cases only (0: all)")
     parser.add_argument("--gen-tokens", type=int, default=0, help="greedy tokens per generation prompt for fluency (0: skip)")
     parser.add_argument("--keep-cache", action="store_true", help="use the user cache (C may be cached already) instead of a fresh one")
-    parser.add_argument("--json", type=Path, help="also write the --json summary here")
+    parser.add_argument("--dataset", type=Path, nargs="+", default=[DATA], help="CounterFact-format sets, run in this order (default: %(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the --json summaries here, one per set")
     args = parser.parse_args()
     if not args.keep_cache:
         os.environ["WORKBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-rome-")
@@ -41,17 +46,19 @@ def main() -> None:
     print(f"C of layer {args.layer}: {stats.n_keys} keys from {stats.corpus}, {c.shape[0]}x{c.shape[1]} float32 ({c.nbytes / 2**20:.1f} MiB), "
           f"computed in {stats.seconds:.1f} s" + (" (read from the cache)" if stats.from_cache else ""))
     plugin = discover_plugins().get("rome-eval")
-    params = {"dataset": str(DATA), "layer": args.layer, "max_cases": args.cases, "gen_tokens": args.gen_tokens}
-    result = run_to_completion(run_analysis(plugin, AnalysisContext(model, []), params, go_on=True), lambda p: print(f"  {p.message}", flush=True) if p.message.startswith("case") else None)
-    out = summary_json(result)
-    for case in out["cases"]:
-        print("  case {case_id}: ES {ES:.0f} PS {PS:.2f} NS {NS:.2f} EM {EM:+.3f} PM {PM:+.3f} NM {NM:+.3f} {seconds:.1f} s".format(**case))
-    print("summary:", json.dumps(out["summary"]))
-    if result.fluency is not None:
-        print(f"fluency (GE): {result.fluency:.1f}")
+    summaries = {}
+    for dataset in args.dataset:
+        print(f"{dataset.name}:")
+        params = {"dataset": str(dataset), "layer": args.layer, "max_cases": args.cases, "gen_tokens": args.gen_tokens}
+        result = run_to_completion(run_analysis(plugin, AnalysisContext(model, []), params, go_on=True), lambda p: print(f"  {p.message}", flush=True) if p.message.startswith("case") else None)
+        out = summaries[dataset.name] = summary_json(result)
+        for case in out["cases"]:
+            print("  case {case_id}: ES {ES:.0f} PS {PS:.2f} NS {NS:.2f} EM {EM:+.3f} PM {PM:+.3f} NM {NM:+.3f} {seconds:.1f} s".format(**case))
+        print("summary:", json.dumps(out["summary"]))
+        if result.fluency is not None:
+            print(f"fluency (GE): {result.fluency:.1f}")
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-
+        args.json.write_text(json.dumps(summaries, indent=2) + "\n", encoding="utf-8")
 
 if __name__ == "__main__":
     main()

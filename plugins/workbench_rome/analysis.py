@@ -93,9 +93,9 @@ def run(
     probe_prompts = [p for _, p in probes]
 
     def measure() -> np.ndarray:
-        new = target_probabilities(model, probe_prompts, [request.target_new] * len(probes))
-        true = target_probabilities(model, probe_prompts, [request.target_true] * len(probes))
-        return np.stack([new, true], axis=1).astype(np.float32)
+        # One call for both targets: it runs each prompt once when a target is a single token.
+        both = target_probabilities(model, probe_prompts * 2, [request.target_new] * len(probes) + [request.target_true] * len(probes))
+        return np.stack([both[: len(probes)], both[len(probes) :]], axis=1).astype(np.float32)
 
     gen_prompts = [prompt] + [p for k, p in probes if k == "paraphrase"][:1]
     p_before = measure()

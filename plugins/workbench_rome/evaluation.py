@@ -27,8 +27,9 @@ def case_metrics(model, case: Case) -> dict:
     """ES/PS/NS and EM/PM/NM of one case on the model as it is now (the edited one)."""
     r = case.request
     prompts = [r.prompt] + case.paraphrases + case.neighbours
-    new = np.asarray(target_probabilities(model, prompts, [r.target_new] * len(prompts)))
-    true = np.asarray(target_probabilities(model, prompts, [r.target_true] * len(prompts)))
+    # One call for both targets: it runs each prompt once when a target is a single token.
+    both = np.asarray(target_probabilities(model, prompts * 2, [r.target_new] * len(prompts) + [r.target_true] * len(prompts)))
+    new, true = both[: len(prompts)], both[len(prompts) :]
     para = slice(1, 1 + len(case.paraphrases))
     neigh = slice(1 + len(case.paraphrases), len(prompts))
     out = {"ES": float(new[0] > true[0]), "EM": float(new[0] - true[0])}

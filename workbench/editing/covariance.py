@@ -23,7 +23,6 @@ import torch
 
 from ..disk import replacing
 from ..errors import InputError
-from ..hooks.keeping import keeping
 from ..paths import assets_dir, cache_dir
 from ..progress import Progress
 from .target import mlp_output
@@ -207,21 +206,13 @@ def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = N
         raise InputError(f"The corpus gives {total_tokens} tokens; the key statistics need at least {d_mlp} (d_mlp), better {KEYS_PER_DIMENSION * d_mlp}.", "give a longer corpus file")
     moment = torch.zeros(d_mlp, d_mlp, dtype=torch.float64)
     count, done = 0, 0
-    keys: dict[str, torch.Tensor] = {}
-    grab = keeping(keys, "k")
     with _unedited(model):
         for start in range(0, len(seqs), BATCH_SEQUENCES):
             batch = seqs[start : start + BATCH_SEQUENCES]
             width = max(len(s) for s in batch)
             ids = torch.tensor([s + [0] * (width - len(s)) for s in batch], device=device)
             mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], dtype=torch.bool)
-            with torch.inference_mode():
-                # The model stops after the edited layer: later blocks cannot change its keys.
-                try:
-                    model.bridge.run_with_hooks(ids, fwd_hooks=[(target.key_hook, grab)], stop_at_layer=layer + 1, return_type=None)
-                except Exception:
-                    model.bridge.run_with_hooks(ids, fwd_hooks=[(target.key_hook, grab)], return_type=None)
-                flat = keys["k"].float().cpu()[mask].double()
+            flat = target.keys_of(model.bridge, ids).float().cpu()[mask].double()
             moment += flat.T @ flat
             count += flat.shape[0]
             done += sum(len(s) for s in batch)

@@ -78,7 +78,10 @@ class DeltaPass:
         post_name = f"blocks.{layer}.hook_resid_post"
         names = [*before_mlp, self.target.value_hook, post_name]
         kept: dict[str, torch.Tensor] = {}
-        with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, keeping(kept, name)) for name in names]):
+        # The pass is for the cache and the block's output; its logits are not used, so only
+        # the last position is projected onto the vocabulary (all of them cost several blocks).
+        hooks = [(name, keeping(kept, name)) for name in names] + [select_hook(lambda normed: normed[:, -1:])]
+        with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
             _, kv = logits_and_cache(bridge, ids, attention_mask=mask, position_ids=positions)
         if set(kept) != set(names) or kv is None:
             return False

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..errors import InputError
+from ..hooks.partial_run import select_hook
 
 
 @dataclass
@@ -100,28 +101,54 @@ def padded_batch(sequences: list[list[int]], pad: int = 0) -> torch.Tensor:
     return torch.tensor([list(s) + [pad] * (width - len(s)) for s in sequences], dtype=torch.long)
 
 
-def teacher_forced(prompt_ids: list[list[int]], targets: list[list[int]]) -> tuple[torch.Tensor, list[list[int]]]:
-    """Inputs prompt + target[:-1] and, per row, the positions whose logits predict each target token."""
-    rows, positions = [], []
-    for ids, target in zip(prompt_ids, targets):
-        rows.append(list(ids) + list(target[:-1]))
-        positions.append([len(ids) - 1 + j for j in range(len(target))])
-    return padded_batch(rows), positions
+def shared_rows(sequences: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """(rows, host): the fewest rows that contain every sequence as a beginning, and the row
+    holding each sequence. With causal attention a row's first positions give the logits of
+    any sequence it begins with."""
+    rows: list[list[int]] = []
+    host = [0] * len(sequences)
+    for index in sorted(range(len(sequences)), key=lambda i: -len(sequences[i])):
+        sequence = sequences[index]
+        for r, row in enumerate(rows):
+            if row[: len(sequence)] == sequence:
+                host[index] = r
+                break
+        else:
+            host[index] = len(rows)
+            rows.append(list(sequence))
+    return rows, host
 
 
 @torch.no_grad()
 def target_probabilities(model, prompts: list[str], targets: list[str], batch: int = 16) -> list[float]:
-    """P(target | prompt) of each pair: the product of its teacher-forced token probabilities."""
-    out: list[float] = []
+    """P(target | prompt) of each pair: the product of its teacher-forced token probabilities.
+
+    Pairs share a pass where one's teacher-forced tokens (prompt + target[:-1]) begin
+    another's (shared_rows): a prompt's new and true targets cost one row, not two, when
+    one of them is a single token. Only the positions that predict a target token are
+    projected onto the vocabulary, which costs as much as several blocks per position.
+    """
     device = next(model.bridge.parameters()).device
-    for start in range(0, len(prompts), batch):
-        chunk = list(zip(prompts[start : start + batch], targets[start : start + batch]))
-        ids = [model.tokenize(p) for p, _ in chunk]
-        tids = [target_ids(model, p, t) for p, t in chunk]
-        inputs, positions = teacher_forced(ids, tids)
-        log_probs = torch.log_softmax(model.bridge(inputs.to(device)).float(), dim=-1)
-        for row, (pos, target) in enumerate(zip(positions, tids)):
-            out.append(float(torch.exp(sum((log_probs[row, p, t] for p, t in zip(pos, target)), log_probs.new_zeros(())))))
+    ids = [model.tokenize(p) for p in prompts]
+    tids = [target_ids(model, p, t) for p, t in zip(prompts, targets)]
+    rows, host = shared_rows([list(i) + list(t[:-1]) for i, t in zip(ids, tids)])
+    # Each row's logits are needed from the earliest position that predicts a target token on.
+    first = [len(row) for row in rows]
+    for pair, r in enumerate(host):
+        first[r] = min(first[r], len(ids[pair]) - 1)
+    out = [0.0] * len(prompts)
+    for start in range(0, len(rows), batch):
+        chunk = range(start, min(start + batch, len(rows)))
+        width = max(len(rows[r]) - first[r] for r in chunk)
+        needed = torch.tensor([[min(first[r] + j, len(rows[r]) - 1) for j in range(width)] for r in chunk], device=device)
+        select = select_hook(lambda normed: normed.gather(1, needed[..., None].expand(-1, -1, normed.shape[-1])))
+        with model.bridge.hooks(fwd_hooks=[select]):
+            log_probs = torch.log_softmax(model.bridge(padded_batch([rows[r] for r in chunk]).to(device)).float(), dim=-1)
+        for pair, r in enumerate(host):
+            if r in chunk:
+                offset = len(ids[pair]) - 1 - first[r]
+                picked = (log_probs[r - start, offset + j, t] for j, t in enumerate(tids[pair]))
+                out[pair] = float(torch.exp(sum(picked, log_probs.new_zeros(()))))
     return out
 
 

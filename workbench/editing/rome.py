@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..hooks.keeping import keeping
 from ..progress import Progress
 from .delta_pass import DeltaPass
 from .edits import RomeEdit
@@ -147,10 +146,7 @@ def _contexts(request: EditRequest, templates: list[str]) -> tuple[list[str], li
 
 def compute_k(model, target: MlpOutput, ids: list[list[int]], positions: list[int]) -> torch.Tensor:
     """k*: the mean key at the subject's last token over the contexts."""
-    grabbed: dict[str, torch.Tensor] = {}
-    with torch.inference_mode():
-        model.bridge.run_with_hooks(padded_batch(ids).to(_device(model)), fwd_hooks=[(target.key_hook, keeping(grabbed, "k"))], return_type=None)
-    keys = grabbed["k"].float()[torch.arange(len(ids)), torch.tensor(positions)]
+    keys = target.keys_of(model.bridge, padded_batch(ids).to(_device(model))).float()[torch.arange(len(ids)), torch.tensor(positions)]
     return keys.mean(dim=0).cpu()
 
 

@@ -13,6 +13,7 @@ from typing import cast
 import torch
 
 from ..errors import InputError
+from ..hooks.keeping import keeping
 from ..models.shape import expert_count
 
 
@@ -39,6 +40,18 @@ class MlpOutput:
     def as_out_in(self, delta: torch.Tensor) -> torch.Tensor:
         """delta given as [d_out, d_in], in this weight's own layout."""
         return delta if self.layout == "out_in" else delta.T
+
+    def keys_of(self, bridge, ids: torch.Tensor) -> torch.Tensor:
+        """The keys [batch, pos, d_mlp] of a batch of token ids. The pass stops after this
+        block: later blocks cannot change its keys, and a pass through all of them and the
+        unembedding costs several times as much at an early layer."""
+        grabbed: dict[str, torch.Tensor] = {}
+        with torch.inference_mode():
+            try:
+                bridge.run_with_hooks(ids, fwd_hooks=[(self.key_hook, keeping(grabbed, "k"))], stop_at_layer=self.layer + 1, return_type=None)
+            except Exception:  # a bridge that cannot stop early runs the whole model
+                bridge.run_with_hooks(ids, fwd_hooks=[(self.key_hook, keeping(grabbed, "k"))], return_type=None)
+        return grabbed["k"]
 
     @torch.no_grad()
     def output(self, keys: torch.Tensor) -> torch.Tensor:

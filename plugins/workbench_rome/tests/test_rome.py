@@ -15,7 +15,7 @@ from workbench.editing import EditStack, load_edit, mlp_output, save_edit, save_
 from workbench.editing.covariance import key_statistics, stats_folder
 from workbench.editing.delta_pass import DeltaPass
 from workbench.editing.edits import base_fingerprint
-from workbench.editing.prompts import make_request, target_probabilities
+from workbench.editing.prompts import make_request, shared_rows, target_ids, target_probabilities
 from workbench.editing.rome import RomeHparams, compute_edit
 from workbench.errors import InputError
 from workbench.models import load_model
@@ -113,6 +113,35 @@ def check_delta_pass(model, layer: int, texts: list[str], edit_pos: list[int]) -
 @pytest.mark.parametrize("layer", [0, 1])
 def test_v_star_pass_from_the_edit_equals_the_whole_model(lab, layer):
     check_delta_pass(lab, layer, ["t1 t2 t3 t4 t5", "t5 t6", "t7 t8 t9 t1 t2 t3 t4 t5 t6"], [2, 1, 5])
+
+
+def test_keys_of_a_pass_stopped_after_the_block_equal_the_whole_model(lab):
+    target = mlp_output(lab, 0)
+    ids = torch.tensor([lab.tokenize("t1 t2 t3 t4 t1 t2"), lab.tokenize("t5 t6 t7 t8 t9 t1")])
+    _, cache = lab.bridge.run_with_cache(ids, names_filter=[target.key_hook])
+    assert torch.equal(target.keys_of(lab.bridge, ids), cache[target.key_hook])
+
+
+def test_shared_rows_hold_every_sequence_as_a_beginning():
+    rows, host = shared_rows([[1, 2], [1, 2, 3], [4], [1], [1, 2, 3]])
+    assert rows == [[1, 2, 3], [4]] and host == [0, 0, 1, 0, 0]
+
+
+def reference_probability(model, prompt: str, target: str) -> float:
+    """P(target | prompt) from one whole pass of prompt + target[:-1], every logit computed."""
+    ids, tokens = model.tokenize(prompt), target_ids(model, prompt, target)
+    with torch.no_grad():
+        log_probs = model.bridge(torch.tensor([ids + tokens[:-1]])).float().log_softmax(-1)[0]
+    return float(torch.exp(sum(log_probs[len(ids) - 1 + j, t] for j, t in enumerate(tokens))))
+
+
+def test_target_probabilities_sharing_passes_equal_one_pass_per_pair(lab):
+    """New and true targets of several lengths on prompts of several lengths: the rows they
+    share and the positions projected onto the vocabulary give each pair's own probability."""
+    pairs = [(p, t) for p in ("t1 t2 t3 t4 t1 t2", "t5 t6 t7", "t5 t6 t7 t8") for t in ("t3", "t3 t4", "t9", "t8 t9 t1")]
+    got = target_probabilities(lab, [p for p, _ in pairs], [t for _, t in pairs], batch=5)
+    expected = [reference_probability(lab, p, t) for p, t in pairs]
+    assert np.allclose(got, expected, rtol=1e-5, atol=1e-9)
 
 
 def test_key_statistics_are_cached_and_symmetric(lab, lab_corpus):

@@ -17,6 +17,7 @@ from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis
 from workbench.progress import run_to_completion
 
 DATA = REPO / "examples" / "counterfact_smollm2.json"
+HELDOUT = REPO / "examples" / "counterfact_heldout_smollm2.json"  # longer prompts, subjects of several tokens
 LAB_HP = dict(v_steps=25, v_weight_decay=0.01, clamp_norm_factor=40.0, short_prefixes=2, long_prefixes=2)
 CASE_KEYS = {"case_id", "ES", "PS", "NS", "EM", "PM", "NM", "seconds"}
 SUMMARY_KEYS = {"ES", "PS", "NS", "S", "EM", "PM", "NM", "seconds_per_edit"}
@@ -98,9 +99,10 @@ def test_bad_datasets_are_refused(lab, tmp_path, content, message):
         run_eval(lab, dataset=str(path), layer=0)
 
 
-def test_dataset_file_is_counterfact_format():
-    records = json.loads(DATA.read_text(encoding="utf-8"))
-    assert len(records) >= 20
+@pytest.mark.parametrize(("path", "count"), [(DATA, 20), (HELDOUT, 10)], ids=["benchmark", "held-out"])
+def test_dataset_file_is_counterfact_format(path, count):
+    records = json.loads(path.read_text(encoding="utf-8"))
+    assert len(records) >= count
     for record in records:
         rw = record["requested_rewrite"]
         assert "{}" in rw["prompt"] and rw["subject"] and rw["target_new"]["str"] and rw["target_true"]["str"]
