@@ -4,11 +4,13 @@ For every chosen target, layer and cell (a position, a head, or both) the corrup
 is run with that one slice of the clean run's activation copied in, and the metric is read
 at the last position. A cell that brings the metric back to the clean value carries the
 information that distinguishes the two prompts there. The numbers equal those of
-`transformer_lens.patching`'s `get_act_patch_*` functions; cells are run in batches of
-consecutive layers' cells (see patcher.py), and cells whose clean and corrupted activations
-are identical are not run at all (patching them is a no-op: their value is the corrupted one).
-Every run goes through the engine seam (ctx.engine), so it runs on TransformerBridge and
-nnsight alike; a target whose hook the engine cannot write is refused before any work.
+`transformer_lens.patching`'s `get_act_patch_*` functions; cells whose clean and corrupted
+activations are identical are not run at all (patching them is a no-op: their value is the
+corrupted one). On TransformerBridge a patched run starts at its cell's layer and position
+from the corrupted run's residual stream and keys and values (from_layer.py); elsewhere
+(nnsight) every run is a whole pass through the engine seam (ctx.engine), cells of
+consecutive layers batched (patcher.py). A target whose hook the engine cannot write is
+refused before any work.
 """
 
 from __future__ import annotations

@@ -154,10 +154,12 @@ def _local_writes(target: PatchTarget, rows: list[tuple[int, tuple[int, ...]]], 
 def last_position_logits(bridge, residual: torch.Tensor, entry: int, columns: list[int] | None, **pass_kwargs) -> torch.Tensor:
     """[rows, 1, columns] logits at the last position of a pass entering block `entry` (every
     column when None). Projecting a few columns skips reading the whole unembedding, which
-    costs a pass about as much as a block does; the family's transform of the logits is
+    costs a pass about as much as a few blocks do; the family's transform of the logits is
     elementwise, so it applies to columns alike."""
-    if columns is None:
-        return logits_from_layer(bridge, residual, entry, select=lambda normed: normed[:, -1:], **pass_kwargs)
+    unembedding = bridge.unembed.original_component
+    if columns is None or not isinstance(unembedding, torch.nn.Linear):
+        logits = logits_from_layer(bridge, residual, entry, select=lambda normed: normed[:, -1:], **pass_kwargs)
+        return logits if columns is None else logits[..., columns]
     kept: dict[str, torch.Tensor] = {}
 
     def keep_last(normed: torch.Tensor) -> torch.Tensor:
@@ -165,8 +167,7 @@ def last_position_logits(bridge, residual: torch.Tensor, entry: int, columns: li
         return normed[:, :0]  # the bridge's own unembedding then projects nothing
 
     logits_from_layer(bridge, residual, entry, select=keep_last, **pass_kwargs)
-    unembedding = bridge.unembed.original_component
-    bias = unembedding.bias[columns] if getattr(unembedding, "bias", None) is not None else None
+    bias = unembedding.bias[columns] if unembedding.bias is not None else None
     return output_logits(bridge, torch.nn.functional.linear(kept["last"], unembedding.weight[columns], bias))
 
 
