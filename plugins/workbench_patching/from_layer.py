@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 
 # The cost of a pass in units of one row at one position through one block: each block
 # run adds a fixed cost (Python, hooks, reading the block's weights) besides its rows x
-# positions, and each pass one more (the KV prefix, the unembedding). Fitted to the passes
-# of a patching run on SmolLM2 (2 CPU cores): about 5 ms per block and 50 ms per pass
-# against 0.13 ms per row-position-block.
+# positions, and each pass one more (the KV prefix, setting up the run). Fitted to passes
+# on SmolLM2 on a busy 2-core CPU: about 5 ms per block and 50 ms per pass against 0.13 ms
+# per row-position-block (their ratios are what matters).
 BLOCK_OVERHEAD = 40
 PASS_OVERHEAD = 400
 
@@ -68,7 +68,7 @@ class CorruptedRun:
     engine seam gives it (last-position logits, the targets' activations), the residual stream
     entering each block [1, pos, d_model] and its keys and values (an HF cache)."""
 
-    bridge: Any
+    bridge: TransformerBridge
     run: EngineRun
     resid_pre: list[torch.Tensor]
     kv: Any
@@ -79,7 +79,8 @@ def corrupted_pass(bridge, ids: torch.Tensor, hooks: list[str]) -> CorruptedRun:
     n_layers = len(bridge.blocks)
     kept: dict[str, torch.Tensor] = {}
     entering = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
-    # Copies: a write hook of a later pass must not change what another pass starts from.
+    # Copies, as causal tracing keeps them: what every later pass starts from must share no
+    # storage with tensors the model may still change in place.
     fwd_hooks = [(name, keeping(kept, name, copy=True)) for name in dict.fromkeys(entering + hooks)]
     with bridge.hooks(fwd_hooks=fwd_hooks):
         logits, kv = logits_and_cache(bridge, ids)
@@ -93,8 +94,9 @@ def start_position(target: PatchTarget, cell: tuple[int, ...], clean: torch.Tens
         return cell[0]
     index = target.index(cell)
     # A head's slice at every position: [pos, d_head] of hook_z, [query, key] of a pattern.
+    # Cells whose slices are equal are never run (patcher.unchanged_cells), so one differs.
     differs = (clean[index] != corrupted[index]).flatten(1).any(1)
-    return int(differs.nonzero()[0, 0]) if bool(differs.any()) else clean[index].shape[0]
+    return int(differs.nonzero()[0, 0])
 
 
 def group_passes(cells: list[tuple[int, int]], n_layers: int, n_positions: int, max_rows: int) -> list[tuple[int, int]]:
