@@ -42,11 +42,12 @@ if TYPE_CHECKING:
 
 # The cost of a pass in units of one row at one position through one block: each block
 # run adds a fixed cost (Python, hooks, reading the block's weights) besides its rows x
-# positions, and each pass one more (the KV prefix, setting up the run). Fitted to passes
-# on SmolLM2 on a busy 2-core CPU: about 5 ms per block and 50 ms per pass against 0.13 ms
-# per row-position-block (their ratios are what matters).
-BLOCK_OVERHEAD = 40
-PASS_OVERHEAD = 400
+# positions, and each pass one more (the KV prefix, setting up the run). Fitted to the
+# passes of patching runs on SmolLM2 (2 threads, idle CPU; the IOI and Eiffel pairs):
+# 1.7-2.9 ms per block and 2.4-8 ms per pass against 0.044-0.053 ms per
+# row-position-block. The plan is not sensitive to them: 400 and 40 ran within 5%.
+BLOCK_OVERHEAD = 50
+PASS_OVERHEAD = 150
 
 
 def bridge_for_runs_from_layer(engine: Engine) -> TransformerBridge | None:
