@@ -1,7 +1,8 @@
 """Time the patching plugin against transformer_lens.patching's one-run-per-cell functions.
 
 For each target, runs the plugin's analysis exactly as `workbench run patching` does
-(cells of consecutive layers batched, unchanged cells skipped) and the matching
+(on TransformerBridge each patched run starts at its cell's layer and position, cells
+batched, unchanged cells skipped) and the matching
 `transformer_lens.patching.get_act_patch_*` function on the same clean cache, metric
 and corrupted tokens, then prints both times, their ratio and the largest difference.
 

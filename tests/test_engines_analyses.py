@@ -40,12 +40,12 @@ def relative(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-30))
 
 
-def compare_results(ours, theirs) -> dict[str, float]:
+def compare_results(ours, theirs, ignored: tuple[str, ...] = ()) -> dict[str, float]:
     """The relative difference of every float field of two results (arrays and numbers; timings
-    left out); every other field must be equal."""
+    and the `ignored` fields left out); every other field must be equal."""
     differences = {}
     for field in dataclasses.fields(theirs):
-        if field.name == "meta" or field.name.startswith("seconds"):
+        if field.name == "meta" or field.name.startswith("seconds") or field.name in ignored:
             continue
         a, b = getattr(ours, field.name), getattr(theirs, field.name)
         if isinstance(b, np.ndarray) and b.dtype.kind == "f" or isinstance(b, float):
@@ -81,11 +81,11 @@ class RunCounter:
         return count
 
 
-def check_both(plugin_id, bridge_model, nnsight_model, prompts, label, **params):
+def check_both(plugin_id, bridge_model, nnsight_model, prompts, label, ignored: tuple[str, ...] = (), **params):
     theirs = run_on(plugin_id, bridge_model, prompts, **params)
     ours = run_on(plugin_id, nnsight_model, prompts, **params)
     assert ours.meta.model_fingerprint == theirs.meta.model_fingerprint and ours.meta.model_spec.startswith("nnsight:")
-    differences = compare_results(ours, theirs)
+    differences = compare_results(ours, theirs, ignored)
     print(f"\n{label} {plugin_id} {params}: relative differences " + ", ".join(f"{k} {v:.2g}" for k, v in differences.items()))
     assert differences and max(differences.values()) <= TOLERANCE, differences
     return ours, theirs
@@ -197,9 +197,14 @@ def test_cache_command_on_the_nnsight_engine(tmp_path, capsys):
 # -- activation patching --------------------------------------------------------------------------
 
 
+# On the bridge patched runs start at their cell's layer and position (workbench_patching/from_layer.py),
+# batched otherwise: the numbers are compared, not the passes.
+PATCHING_PASSES = ("patched_passes",)
+
+
 def test_lab_patching_every_target_equals_the_bridge(lab_model, nnsight_lab, monkeypatch):
-    ours, theirs = check_both("patching", lab_model, nnsight_lab, LAB_PROMPTS, "lab:induction", targets="everything", max_batch=13)
-    assert ours.cells_run == theirs.cells_run > 0 and ours.patched_passes == theirs.patched_passes
+    ours, theirs = check_both("patching", lab_model, nnsight_lab, LAB_PROMPTS, "lab:induction", PATCHING_PASSES, targets="everything", max_batch=13)
+    assert ours.cells_run == theirs.cells_run > 0
     assert np.argmax(ours.head_out) == np.argmax(theirs.head_out) == 1 * 4 + 1  # L1H1, the induction head
 
 
@@ -266,11 +271,12 @@ def test_runs_per_analysis_on_both_engines(lab_model, nnsight_lab, monkeypatch, 
         caching = counter.take()
         result = run_on("patching", model, LAB_PROMPTS)
         patching = counter.take()
-        assert patching == 2 + result.patched_passes
+        # The bridge runs the corrupted prompt and the patched runs itself, from their layer (from_layer.py).
+        assert patching == (2 + result.patched_passes if model.engine.name == "nnsight" else 1)
         counts[model.engine.name] = (attention, caching, patching)
     print(f"\nlab:induction engine runs (attention, caching, patching): {counts}")
     assert counts["nnsight"][0] == 1 and counts["nnsight"][1] == 1  # the bridge streams attention and caching itself
-    assert counts["nnsight"][2] == counts["bridge"][2] <= 2 + 5  # 5 targets, every cell of a target in one pass
+    assert counts["nnsight"][2] <= 2 + 5  # 5 targets, every cell of a target in one pass
 
 
 # -- SmolLM2 ------------------------------------------------------------------------------------------
@@ -300,5 +306,5 @@ def test_smollm2_causal_trace_equals_the_bridge(smollm2, nnsight_smollm2):
 
 @pytest.mark.smollm2
 def test_smollm2_patching_equals_the_bridge(smollm2, nnsight_smollm2):
-    ours, theirs = check_both("patching", smollm2, nnsight_smollm2, IOI, "smollm2")
-    assert ours.answer == " Mary" and ours.patched_passes == theirs.patched_passes
+    ours, _ = check_both("patching", smollm2, nnsight_smollm2, IOI, "smollm2", PATCHING_PASSES)
+    assert ours.answer == " Mary"

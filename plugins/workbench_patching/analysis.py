@@ -4,11 +4,13 @@ For every chosen target, layer and cell (a position, a head, or both) the corrup
 is run with that one slice of the clean run's activation copied in, and the metric is read
 at the last position. A cell that brings the metric back to the clean value carries the
 information that distinguishes the two prompts there. The numbers equal those of
-`transformer_lens.patching`'s `get_act_patch_*` functions; cells are run in batches of
-consecutive layers' cells (see patcher.py), and cells whose clean and corrupted activations
-are identical are not run at all (patching them is a no-op: their value is the corrupted one).
-Every run goes through the engine seam (ctx.engine), so it runs on TransformerBridge and
-nnsight alike; a target whose hook the engine cannot write is refused before any work.
+`transformer_lens.patching`'s `get_act_patch_*` functions; cells whose clean and corrupted
+activations are identical are not run at all (patching them is a no-op: their value is the
+corrupted one). On TransformerBridge a patched run starts at its cell's layer and position
+from the corrupted run's residual stream and keys and values (from_layer.py); elsewhere
+(nnsight) every run is a whole pass through the engine seam (ctx.engine), cells of
+consecutive layers batched (patcher.py). A target whose hook the engine cannot write is
+refused before any work.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import torch
 from workbench.errors import EngineError, InputError
 from workbench.plugin_api import AnalysisContext, Cost, Progress
 
-from .inputs import answer_token, metric_values, prompt_pair
+from .from_layer import bridge_for_runs_from_layer, corrupted_pass, patched_metrics_from_layer, planned_passes
+from .inputs import answer_token, metric_columns, metric_values, prompt_pair
 from .patcher import chunk_size, patched_metrics, unchanged_cells
 from .result import ActivationPatchingResult
 from .targets import TARGETS, parse_targets
@@ -94,8 +97,11 @@ def run(
 
     clean_ids = torch.tensor([pair.clean_ids], device=device)
     corrupted_ids = torch.tensor([pair.corrupted_ids], device=device)
+    # On TransformerBridge patched runs start at their layer and position (from_layer.py).
+    bridge = bridge_for_runs_from_layer(engine)
     with torch.inference_mode():
-        corrupted_run = engine.run(corrupted_ids, reads=dict.fromkeys(hooks), logit_positions=[-1])
+        base = corrupted_pass(bridge, corrupted_ids, hooks) if bridge is not None else None
+        corrupted_run = base.run if base is not None else engine.run(corrupted_ids, reads=dict.fromkeys(hooks), logit_positions=[-1])
         if ctx.store_path is None:  # one run gives the clean logits and activations
             clean_run = engine.run(clean_ids, reads=dict.fromkeys(hooks), logit_positions=[-1])
             clean_logits, clean_acts = clean_run.logits, {name: clean_run.activations.pop(name)[0] for name in hooks}
@@ -120,6 +126,12 @@ def run(
 
     def measure(logits: torch.Tensor) -> torch.Tensor:
         return metric_values(logits, metric, answer_id, wrong_id)
+
+    # Runs from the patched layer project only the columns the metric reads: [answer, wrong] of a logit difference.
+    columns = metric_columns(metric, answer_id, wrong_id)
+
+    def measure_columns(logits: torch.Tensor) -> torch.Tensor:
+        return measure(logits) if columns is None else metric_values(logits, metric, 0, 1)
 
     clean_value = float(measure(clean_logits))
     corrupted_value = float(measure(corrupted_logits))
@@ -155,9 +167,12 @@ def run(
             grid[(layer, *cell)] = corrupted_value
         skipped += len(unchanged)
         if todo:
-            # Rows of a pass come from consecutive layers: about cells / chunk passes per target.
             clean = {layer: clean_acts[target.hook_name(layer)] for layer in range(n_layers)}
-            job = patched_metrics(engine, corrupted_ids, target, todo, clean, measure, chunk)
+            if base is not None:
+                corrupted = {layer: corrupted_acts[target.hook_name(layer)] for layer in range(n_layers)}
+                job = patched_metrics_from_layer(base, target, todo, clean, corrupted, measure_columns, columns, chunk)
+            else:  # rows of a pass come from consecutive layers: about cells / chunk passes per target
+                job = patched_metrics(engine, corrupted_ids, target, todo, clean, measure, chunk)
             while True:
                 try:
                     finished, layer = next(job)
@@ -206,19 +221,26 @@ def run(
     )
 
 
-def cost(ctx: AnalysisContext, corrupted: str = "", targets: str = "all", **params) -> Cost:
-    """One forward pass of the corrupted prompt per cell of every target's grid, besides the
-    clean and corrupted runs; cells at positions before the first token where the prompts
-    differ are skipped (the two runs are equal there)."""
+def cost(ctx: AnalysisContext, corrupted: str = "", targets: str = "all", max_batch: int = 64, **params) -> Cost:
+    """Besides the clean and corrupted runs, one run per cell of every target's grid; cells at
+    positions before the first token where the prompts differ are skipped (the two runs are
+    equal there). On the seam each run is a whole pass; on TransformerBridge it starts at the
+    cell's layer and position (from_layer.py), batched as the run will batch it."""
     model = ctx.model
     pair = prompt_pair(ctx, corrupted)
     tokens = pair.length
     first = next((i for i, (a, b) in enumerate(zip(pair.clean_ids, pair.corrupted_ids)) if a != b), tokens)
-    cells = 0
+    from_layer = bridge_for_runs_from_layer(ctx.engine) is not None
+    passes: list[tuple[float, int]] = [(2, tokens)]
     for name in parse_targets(targets):
         target = TARGETS[name]
-        sizes = dict(zip(target.axes, target.shape(model.n_layers, tokens, model.n_heads)[1:]))
-        if "position" in sizes:
-            sizes["position"] = tokens - first
-        cells += model.n_layers * int(np.prod(list(sizes.values())))
-    return Cost(((cells + 2, tokens),), "layers × (tokens + heads) × tokens (one pass per cell)")
+        # A head's activation at every position differs from the first differing token on.
+        starts = range(first, tokens) if "position" in target.axes else [first]
+        per_start = int(np.prod([model.n_heads for axis in target.axes if axis == "head"]))
+        if from_layer:
+            cells = [(start, layer) for start in starts for layer in range(model.n_layers) for _ in range(per_start)]
+            passes += planned_passes(cells, model.n_layers, tokens, chunk_size(model.cfg, tokens, max_batch))
+        else:
+            passes.append((model.n_layers * len(starts) * per_start, tokens))
+    growth = "layers × (tokens + heads) × " + ("tokens × layers / 2 (runs start at their layer and position)" if from_layer else "tokens (one pass per cell)")
+    return Cost(tuple(passes), growth)

@@ -85,6 +85,11 @@ def last_logits(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, -1].float()
 
 
+def metric_columns(metric: str, answer: int, wrong: int) -> list[int] | None:
+    """The vocabulary columns the metric reads: two for a logit difference, every one (None) for a probability."""
+    return [answer, wrong] if metric == "logit-diff" else None
+
+
 def metric_values(logits: torch.Tensor, metric: str, answer: int, wrong: int) -> torch.Tensor:
     """[batch] metric of the next-token prediction at the last position."""
     last = last_logits(logits)

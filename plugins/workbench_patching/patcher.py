@@ -6,7 +6,8 @@ seam's `Write(value, mask=...)`) puts the clean value into row i at cell i only,
 rows are exactly the runs TransformerLens would make (the rows never interact: attention
 is within a sequence). A pass holds up to `chunk` rows, taken from consecutive layers of
 one target, so a target costs about cells / chunk passes, not one per layer: on a remote
-engine each pass is a round trip.
+engine each pass is a round trip. On TransformerBridge the runs start at their cell's layer
+and position instead (from_layer.py), with these masked writes on the positions they run.
 """
 
 from __future__ import annotations

@@ -26,15 +26,21 @@ def test_panel_patches_off_the_gui_thread_and_draws_every_target(qtbot, window, 
     import workbench_patching.analysis as analysis
     from workbench_patching.panel import PatchingPanel
 
-    # Spy (not a mock): record which thread runs the patched forward passes.
+    # Spies (not mocks): record which thread runs the patched forward passes, whole (the
+    # engine seam) or from the patched layer (TransformerBridge).
     threads = set()
-    real = analysis.patched_metrics
 
-    def spying(*args, **kwargs):
-        threads.add(threading.get_ident())
-        return (yield from real(*args, **kwargs))
+    def spy(name):
+        real = getattr(analysis, name)
 
-    monkeypatch.setattr(analysis, "patched_metrics", spying)
+        def spying(*args, **kwargs):
+            threads.add(threading.get_ident())
+            return (yield from real(*args, **kwargs))
+
+        monkeypatch.setattr(analysis, name, spying)
+
+    spy("patched_metrics")
+    spy("patched_metrics_from_layer")
 
     window.set_prompt(f"{CLEAN}\n{CORRUPTED}")  # the second line is the corrupted prompt
     panel = window.open_panel("patching")

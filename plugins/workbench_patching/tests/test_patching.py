@@ -28,6 +28,7 @@ IOI_PAIR = (
     "When John and Mary went to the store, John gave a drink to",
     "When John and Mary went to the store, Mary gave a drink to",
 )
+SHORT_EIFFEL_PAIR = ("The Eiffel Tower", "The Colosseum")  # 4 tokens each on SmolLM2
 TOLERANCE = 1e-5
 # SmolLM2's raw logit differences are about 6.5: float32 sums of 30 layers in another order
 # (TransformerLens patches one cell a pass, we batch a layer's cells) differ by a few 1e-6
@@ -110,6 +111,26 @@ def test_batch_size_does_not_change_the_numbers(plugin, lab_model, value_result)
         np.testing.assert_allclose(odd_chunks.raw(target), value_result.raw(target), atol=TOLERANCE, rtol=0)
     assert one_by_one.patched_passes == one_by_one.cells_run
     assert odd_chunks.patched_passes < one_by_one.patched_passes
+
+
+# -- runs from the patched layer (TransformerBridge) against whole passes (the engine seam) ----------------
+
+
+def whole_passes(monkeypatch):
+    """Patch through the engine seam on the bridge too: every patched run a whole pass."""
+    import workbench_patching.analysis as analysis
+
+    monkeypatch.setattr(analysis, "bridge_for_runs_from_layer", lambda engine: None)
+
+
+@pytest.mark.parametrize(("pair", "metric"), [(VALUE_PAIR, "logit-diff"), (KEY_PAIR, "prob")])
+def test_runs_from_the_patched_layer_equal_whole_passes(plugin, lab_model, monkeypatch, pair, metric):
+    from_layer = patch(plugin, lab_model, pair, targets="everything", metric=metric, max_batch=5)
+    whole_passes(monkeypatch)
+    whole = patch(plugin, lab_model, pair, targets="everything", metric=metric, max_batch=5)
+    assert from_layer.cells_run == whole.cells_run > 0
+    for target in whole.targets:
+        np.testing.assert_allclose(from_layer.raw(target), whole.raw(target), atol=TOLERANCE, rtol=0, err_msg=target)
 
 
 # -- what the numbers mean --------------------------------------------------------------------------------
@@ -254,3 +275,15 @@ def test_smollm2_head_outputs_match_transformer_lens(plugin, smollm2):
     reference = tl_grid(smollm2, result, "head_out", index_df=index).reshape(len(layers), 9)
     np.testing.assert_allclose(result.head_out[layers], reference, atol=TOLERANCE, rtol=RELATIVE_TOLERANCE)
     assert result.cell_name("head_out", (9, 7)) == "L9H7 (KV 2)"
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize(("pair", "metric", "targets"), [(IOI_PAIR, "logit-diff", "all"), (SHORT_EIFFEL_PAIR, "prob", "resid_pre,head_out_by_pos")])
+def test_smollm2_runs_from_the_patched_layer_equal_whole_passes(plugin, smollm2, monkeypatch, pair, metric, targets):
+    """Rotary positions and grouped-query heads through a KV-cache prefix: every default target
+    on the IOI pair, and heads by position on a pair that differs from position 1 on."""
+    from_layer = patch(plugin, smollm2, pair, targets=targets, metric=metric)
+    whole_passes(monkeypatch)
+    whole = patch(plugin, smollm2, pair, targets=targets, metric=metric)
+    for target in whole.targets:
+        np.testing.assert_allclose(from_layer.raw(target), whole.raw(target), atol=TOLERANCE, rtol=RELATIVE_TOLERANCE, err_msg=target)
