@@ -225,3 +225,18 @@ def test_an_ndif_model_loads_without_weights_and_explains_what_fails(monkeypatch
     finally:
         server.shutdown()
     assert "NDIF" in caught.value.message and "\n" not in str(caught.value)
+
+
+def test_patching_a_remote_model_sends_each_targets_passes_as_one_job(nnsight_lab, simulated_lab, monkeypatch):
+    plugin = discover_plugins().get("patching")
+    prompts = ["t1 t2 t3 t4 t5 t6 t7 t8 t5", "t1 t2 t3 t4 t5 t9 t7 t8 t5"]
+    params = {"targets": "resid_pre,head_out", "max_batch": 5}
+    here = run_to_completion(run_analysis(plugin, AnalysisContext(nnsight_lab, prompts), params))
+    jobs = []
+    real = simulated_lab.engine._run_many
+    monkeypatch.setattr(simulated_lab.engine, "_run_many", lambda runs: jobs.append(len(runs)) or real(runs))
+    there = run_to_completion(run_analysis(plugin, AnalysisContext(simulated_lab, prompts), params))
+    assert there.patched_passes == here.patched_passes > 2  # passes of up to 5 cells
+    assert jobs[:2] == [1, 1] and len(jobs) == 2 + 2 and sum(jobs[2:]) == there.patched_passes  # the clean and corrupted runs, then a job per target
+    for target in here.targets:
+        assert np.abs(there.raw(target) - here.raw(target)).max() <= 1e-6, target

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from workbench.engines import Engine, Write
+from workbench.engines import Engine, RunRequest, Write
 
 from .targets import PatchTarget
 
@@ -75,11 +75,20 @@ def patched_metrics(
     to the clean activation at the target's hook without its batch axis, on the model's device.
     """
     values = torch.empty(len(cells), dtype=torch.float64)
-    for start in range(0, len(cells), chunk):
-        rows = cells[start : start + chunk]
+    starts = list(range(0, len(cells), chunk))
+    # On NDIF every pass of the target is one job; here the passes run one at a time.
+    batches = [starts] if engine.remote else [[start] for start in starts]
+    for batch in batches:
+        requests = []
+        for start in batch:
+            rows = cells[start : start + chunk]
+            requests.append(RunRequest(corrupted_ids.expand(len(rows), -1), writes=cell_writes(target, rows, clean), logit_positions=[-1]))
         with torch.inference_mode():
-            out = engine.run(corrupted_ids.expand(len(rows), -1), writes=cell_writes(target, rows, clean), logit_positions=[-1])
-            values[start : start + len(rows)] = metric(out.logits).double().cpu()
-        del out
-        yield len(rows), rows[-1][0]
+            outs = engine.run_many(requests)
+            for start, out in zip(batch, outs):
+                values[start : start + chunk] = metric(out.logits).double().cpu()
+        del outs
+        for start in batch:
+            rows = cells[start : start + chunk]
+            yield len(rows), rows[-1][0]
     return values
