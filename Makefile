@@ -92,9 +92,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cache.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/bench_attention_panel.py
 	$(BIN)/python benchmarks/bench_qk_ov.py
-	$(BIN)/python benchmarks/bench_causal_trace.py
-	$(BIN)/python benchmarks/bench_patching.py
-	$(BIN)/python benchmarks/bench_rome.py
+	# Causal tracing, patching and ROME against the peers' code, ending with one table (ours, baseline, ratio).
+	$(BIN)/python benchmarks/bench_peers.py
 
 # Load time, peak memory and analysis time against model size (135M to 8B, random weights,
 # bfloat16; about 25 minutes and 16 GB of disk here) and prompt length: docs/benchmarks/.
