@@ -33,7 +33,7 @@ from .scoring import KINDS, RESTORED_HOOK, restored_layers, target_probability
 from .tracing import TraceScores
 
 TOKENS_PER_RUN = 16384  # rows × positions of one run, bounding its activations
-LOGIT_BYTES_PER_RUN = 256 << 20
+LOGIT_BYTES_PER_RUN = 256 << 20  # a whole pass computes the logits of every position, then keeps the scored ones
 
 
 def _cells(request: TraceRequest, kinds: tuple[str, ...], n_layers: int) -> list[tuple[str, int, int]]:
@@ -44,7 +44,7 @@ def _cells(request: TraceRequest, kinds: tuple[str, ...], n_layers: int) -> list
 
 def _rows_per_run(model: LoadedModel, request: TraceRequest) -> int:
     by_tokens = TOKENS_PER_RUN // len(request.sequence)
-    by_logits = LOGIT_BYTES_PER_RUN // (4 * len(request.target_ids) * int(model.cfg.d_vocab))
+    by_logits = LOGIT_BYTES_PER_RUN // (4 * len(request.sequence) * int(model.cfg.d_vocab))
     return max(2, min(by_tokens, by_logits))
 
 
@@ -79,7 +79,8 @@ def trace_on_engine(model: LoadedModel, request: TraceRequest, noise: SubjectNoi
     scored = list(range(request.n_tokens - 1, request.n_tokens - 1 + len(request.target_ids)))
     started = time.perf_counter()
     names = [RESTORED_HOOK[kind].format(layer) for kind in kinds for layer in range(n_layers)]
-    clean_run = engine.run(sequence, reads=dict.fromkeys(["hook_embed", *names]), logit_positions=scored)
+    with torch.inference_mode():  # no autograd graph: it would hold every row's activations
+        clean_run = engine.run(sequence, reads=dict.fromkeys(["hook_embed", *names]), logit_positions=scored)
     high = float(target_probability(clean_run.logits, request.target_ids, 0)[0])
     clean = clean_run.activations
     start, end = noise.subject_range
@@ -106,9 +107,10 @@ def trace_on_engine(model: LoadedModel, request: TraceRequest, noise: SubjectNoi
     done = 0
     yield Progress(0, len(runs), f"tracing {len(cells)} cells × {samples} samples in {len(runs)} runs")
     for batch in batches:
-        outputs = engine.run_many([request_of(chunk_index, sample) for chunk_index, sample in batch])
-        for (chunk_index, _), out in zip(batch, outputs):
-            totals[chunk_index] += target_probability(out.logits, request.target_ids, 0).double().cpu()
+        with torch.inference_mode():
+            outputs = engine.run_many([request_of(chunk_index, sample) for chunk_index, sample in batch])
+            for (chunk_index, _), out in zip(batch, outputs):
+                totals[chunk_index] += target_probability(out.logits, request.target_ids, 0).double().cpu()
         done += len(batch)
         yield Progress(done, len(runs), f"run {done} of {len(runs)}")
 
