@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from workbench.batching import cheapest_split
 from workbench.hooks.keeping import keeping
 from workbench.hooks.kv_cache import check_kv_cache, logits_and_cache, prefix_cache
 from workbench.hooks.partial_run import logits_from_layer
@@ -165,20 +166,10 @@ def _group_cells(entries: list[int], rows_per_cell: int, positions: int, n_layer
     runs the blocks in between for nothing; separate passes pay the fixed costs again.
     Dynamic programming over the split points finds the cheapest trade-off.
     """
-    n = len(entries)
-    best = [0.0] + [float("inf")] * n
-    split = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(max(0, j - max_cells), j):
-            blocks = n_layers - entries[i]
-            cost = best[i] + PASS_OVERHEAD + blocks * (BLOCK_OVERHEAD + (j - i) * rows_per_cell * positions)
-            if cost < best[j]:
-                best[j], split[j] = cost, i
-    groups, j = [], n
-    while j > 0:
-        groups.append((split[j], j))
-        j = split[j]
-    return groups[::-1]
+    def cost(i: int, j: int) -> float:
+        return PASS_OVERHEAD + (n_layers - entries[i]) * (BLOCK_OVERHEAD + (j - i) * rows_per_cell * positions)
+
+    return cheapest_split(len(entries), max_cells, cost)
 
 
 def _entry_layer(kind: str, layer: int, restored: range, base: _Baselines) -> int:

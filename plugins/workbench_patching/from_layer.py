@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from workbench.batching import cheapest_split
 from workbench.engines import Engine, EngineRun, Write
 from workbench.engines.base import parse_hook, replace_positions
 from workbench.engines.bridge import BridgeEngine
@@ -106,21 +107,13 @@ def group_passes(cells: list[tuple[int, int]], n_layers: int, n_positions: int, 
     A pass enters at the earliest layer and position among its cells: sorted by start, the
     first cell's start, and the least layer found while extending the pass backwards.
     """
-    n = len(cells)
-    best = [0.0] + [float("inf")] * n
-    split = [0] * (n + 1)
-    for j in range(1, n + 1):
-        entry = n_layers
-        for i in range(j - 1, max(0, j - max_rows) - 1, -1):
-            entry = min(entry, cells[i][1])
-            cost = best[i] + PASS_OVERHEAD + (n_layers - entry) * (BLOCK_OVERHEAD + (j - i) * (n_positions - cells[i][0]))
-            if cost < best[j]:
-                best[j], split[j] = cost, i
-    passes, j = [], n
-    while j > 0:
-        passes.append((split[j], j))
-        j = split[j]
-    return passes[::-1]
+    entry = [n_layers]  # the least layer of the group being costed, kept as it grows backwards
+
+    def cost(i: int, j: int) -> float:
+        entry[0] = cells[i][1] if i == j - 1 else min(entry[0], cells[i][1])
+        return PASS_OVERHEAD + (n_layers - entry[0]) * (BLOCK_OVERHEAD + (j - i) * (n_positions - cells[i][0]))
+
+    return cheapest_split(len(cells), max_rows, cost)
 
 
 def planned_passes(cells: list[tuple[int, int]], n_layers: int, n_positions: int, max_rows: int) -> list[tuple[float, int]]:
