@@ -20,6 +20,8 @@ score the corrupted P(target), as in the fast path.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -69,8 +71,6 @@ def _restore_writes(cells: list[tuple[str, int, int]], clean: dict[str, torch.Te
 
 def trace_on_engine(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, kinds: tuple[str, ...] = KINDS, window: int = 10):
     """Generator: yields Progress per run; returns TraceScores (seconds not split by kind)."""
-    import time
-
     engine = model.engine
     n_layers = model.n_layers
     sequence = torch.tensor([request.sequence])

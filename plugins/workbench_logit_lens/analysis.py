@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from workbench.engines import Decode
+from workbench.engines.base import decoded
 from workbench.plugin_api import AnalysisContext, Cost, Progress
 
 from .result import LogitLensResult
@@ -48,15 +49,15 @@ def _decoded_here(ctx: AnalysisContext, hooks: list[str], top_k: int):
     with torch.inference_mode():
         acts = ctx.activations(hooks)
         final = torch.as_tensor(acts[hooks[-1]], device=ctx.device)
-        final_top = engine.decode_residual(final[None])[0].argmax(-1)
+        final_logits = engine.decode_residual(final[None])
         for step, name in enumerate(hooks, start=1):
             resid = torch.as_tensor(acts[name], device=ctx.device, dtype=final.dtype)
-            probs = engine.decode_residual(resid[None])[0].float().softmax(-1)
-            values, indices = probs.topk(top_k, dim=-1)
-            top_ids.append(indices.cpu().numpy())
-            top_probs.append(values.cpu().numpy())
-            target_probs.append(probs.gather(-1, final_top[:, None])[:, 0].cpu().numpy())
+            answer = decoded(engine.decode_residual(resid[None]), final_logits, top_k)  # as a Decode gives it where the model runs
+            top_ids.append(answer.top_ids[0].cpu().numpy())
+            top_probs.append(answer.top_probs[0].cpu().numpy())
+            target_probs.append(answer.model_top_probs[0].cpu().numpy())
             yield Progress(step, len(hooks) + 1, f"decoded {name}")
+        final_top = final_logits[0].argmax(-1)
     return top_ids, top_probs, target_probs, final_top.cpu().numpy()
 
 

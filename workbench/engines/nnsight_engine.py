@@ -26,7 +26,7 @@ from ..errors import EngineError
 from .base import Decode, Decoded, Engine, EngineRun, HookPoint, ModelShape, Positions, Write, _PreparedRun, parse_hook, select_positions
 from .families import ModuleMap, module_map_for
 from .remote import RemoteMode, remote_backend, remote_errors
-from .trace_ops import TraceShape, apply_writes, decode, module_at, read_point
+from .trace_ops import TraceShape, apply_writes, decode, head_logits, module_at, read_point
 
 _LOGITS = "\0logits"  # the logits' key among the saved values (no hook name starts with NUL)
 
@@ -285,8 +285,9 @@ class NnsightEngine(Engine):
 
     def decode_residual(self, residual: torch.Tensor) -> torch.Tensor:
         if self.remote:
-            raise EngineError("Decoding a residual needs the final norm and unembedding here; a remote model's weights stay on NDIF.", "decode inside the trace (not built yet)")
-        residual = residual.to(self.dtype)
-        logits = self._module(self.modules.unembed)(self._module(self.modules.final_norm)(residual))
-        cap = getattr(self._hf.config, "final_logit_softcapping", None)  # Gemma 2's final soft cap
-        return torch.tanh(logits / cap) * cap if cap else logits
+            raise EngineError(
+                "Decoding a residual needs the final norm and unembedding here; a remote model's weights stay on NDIF.",
+                "ask the run to decode it where the model runs: engine.run(..., decode={hook: Decode()})",
+            )
+        shape = self.trace_shape
+        return head_logits(self._module(self.modules.final_norm), self._module(self.modules.unembed), residual.to(self.dtype), shape.logit_softcap)

@@ -37,11 +37,16 @@ def module_at(model: Any, path: tuple[str | int, ...]) -> Any:
     return model
 
 
+def head_logits(final_norm: Any, unembed: Any, residual: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Logits of a residual made as the model's own: final norm, unembedding, then the
+    family's soft cap (Gemma 2). The modules are envoys inside a trace, or the modules here."""
+    logits = unembed(final_norm(residual))
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
 def decode(model: Any, residual: torch.Tensor, model_logits: torch.Tensor, top_k: int, shape: TraceShape) -> Decoded:
     """A residual's Decode through the model's own output head, called inside the trace."""
-    logits = module_at(model, shape.unembed)(module_at(model, shape.final_norm)(residual))
-    if shape.logit_softcap:
-        logits = torch.tanh(logits / shape.logit_softcap) * shape.logit_softcap
+    logits = head_logits(module_at(model, shape.final_norm), module_at(model, shape.unembed), residual, shape.logit_softcap)
     return decoded(logits, model_logits, top_k)
 
 

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 from ..errors import WorkbenchError
 from ..hooks.interrupt import install as install_interrupt
 from ..models import LoadedModel
+from ..models.ndif import NDIF_KEY_VARIABLE
 from ..plugin_api import LongJobError, PluginRegistry, PluginRunError, discover_plugins
 from ..progress import Progress
 from .notifications import NotificationCenter, NotificationList
@@ -55,7 +56,6 @@ APP_TITLE = "Interpretability Workbench"
 DEFAULT_SIZE = (1400, 880)
 
 
-NDIF_KEY_VARIABLE = "NDIF_API_KEY"  # = workbench.models.ndif.NDIF_KEY_VARIABLE, read there when an ndif: model loads
 
 
 def _load_model_job(spec: str, device: str, dtype: str, device_map: str = "", max_memory: str = ""):
