@@ -118,7 +118,7 @@ def test_the_logit_lens_of_a_remote_model_decodes_there(nnsight_lab, simulated_l
 
 
 def test_analyses_that_read_weights_refuse_a_remote_model_in_one_line(simulated_lab):
-    for plugin_id in ("qk-ov", "rome"):
+    for plugin_id in ("qk-ov",):
         plugin = discover_plugins().get(plugin_id)
         with pytest.raises(EngineError) as caught:
             run_to_completion(run_analysis(plugin, AnalysisContext(simulated_lab, [LAB_PROMPT])))
