@@ -28,7 +28,7 @@ from ..job_context import raise_if_cancelled, report_status
 from ..progress import Progress
 from .edits import RomeEdit
 from .prompts import EditRequest, padded_batch
-from .rome import RomeComputation, RomeHparams, _contexts, _history, _step_message, _subject_positions, context_templates, delta_fit, rank_one_update, v_search
+from .rome import RomeHparams, _contexts, _history, _step_message, _subject_positions, context_templates, delta_fit, finished_edit, v_search
 from .target import check_layer
 
 
@@ -83,16 +83,5 @@ def compute_edit_on_engine(model, request: EditRequest, layer: int, second_momen
     fitted = model.engine.fit_delta(fit, on_step=on_step)
     v_star = v0 + fitted.delta.float()
     losses, probs = _history(fitted.records)
-    u, right = rank_one_update(second_moment, k_star, v_star, v0)
-    edit = RomeEdit(layer=layer, left=u, right=right, request=request.to_dict(), hparams=hp.to_dict(), weight_name=f"blocks.{layer} MLP output projection (as an intervention)")
-    return RomeComputation(
-        edit=edit,
-        contexts=texts,
-        k_star=k_star.numpy(),
-        v_star=v_star.numpy(),
-        v0=v0.numpy(),
-        losses=losses,
-        target_prob=probs,
-        seconds_k=seconds_k,
-        seconds_v=time.perf_counter() - started - seconds_k,
-    )
+    weight_name = f"blocks.{layer} MLP output projection (as an intervention)"
+    return finished_edit(second_moment, request, layer, hp, weight_name, texts, k_star, v_star, v0, losses, probs, started, seconds_k)

@@ -279,8 +279,13 @@ def compute_edit(model, request: EditRequest, layer: int, second_moment: np.ndar
             v_star, losses, probs = stop.value
             break
         yield Progress(1 + p.done, hp.v_steps + 2, p.message)
+    return finished_edit(second_moment, request, layer, hp, target.name, texts, k_star, v_star, v0, losses, probs, started, seconds_k)
+
+
+def finished_edit(second_moment, request: EditRequest, layer: int, hp: RomeHparams, weight_name: str, texts, k_star, v_star, v0, losses, probs, started: float, seconds_k: float) -> RomeComputation:
+    """The update from k*, v* and C, and everything it was made of."""
     u, right = rank_one_update(second_moment, k_star, v_star, v0)
-    edit = RomeEdit(layer=layer, left=u, right=right, request=request.to_dict(), hparams=hp.to_dict(), weight_name=target.name)
+    edit = RomeEdit(layer=layer, left=u, right=right, request=request.to_dict(), hparams=hp.to_dict(), weight_name=weight_name)
     return RomeComputation(
         edit=edit,
         contexts=texts,
