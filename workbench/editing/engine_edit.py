@@ -28,7 +28,7 @@ from ..job_context import raise_if_cancelled, report_status
 from ..progress import Progress
 from .edits import RomeEdit
 from .prompts import EditRequest, padded_batch
-from .rome import RomeHparams, _contexts, _history, _step_message, _subject_positions, context_templates, delta_fit, finished_edit, v_search
+from .rome import RomeHparams, _history, _step_message, delta_fit, edit_contexts, finished_edit, v_search
 from .target import check_layer
 
 
@@ -65,9 +65,7 @@ def compute_edit_on_engine(model, request: EditRequest, layer: int, second_momen
     check_engine_edit(model, layer)
     started = time.perf_counter()
     yield Progress(0, hp.v_steps + 2, "sampling context prefixes")
-    templates = context_templates(model, hp)
-    texts, ends = _contexts(request, templates)
-    ids, positions = _subject_positions(model, texts, ends)
+    texts, ids, positions = edit_contexts(model, request, hp)
     yield Progress(1, hp.v_steps + 2, "computing k*")
     k_star, v0 = keys_and_values(model, layer, ids, positions)
     seconds_k = time.perf_counter() - started

@@ -147,6 +147,13 @@ def _contexts(request: EditRequest, templates: list[str]) -> tuple[list[str], li
     return texts, ends
 
 
+def edit_contexts(model, request: EditRequest, hp: RomeHparams) -> tuple[list[str], list[list[int]], list[int]]:
+    """(texts, their ids, each one's last subject token): the prompt behind each context prefix."""
+    texts, ends = _contexts(request, context_templates(model, hp))
+    ids, positions = _subject_positions(model, texts, ends)
+    return texts, ids, positions
+
+
 def compute_k(model, target: MlpOutput, ids: list[list[int]], positions: list[int]) -> torch.Tensor:
     """k*: the mean key at the subject's last token over the contexts."""
     keys = target.keys_of(model.bridge, padded_batch(ids).to(_device(model))).float()[torch.arange(len(ids)), torch.tensor(positions)]
@@ -264,9 +271,7 @@ def compute_edit(model, request: EditRequest, layer: int, second_moment: np.ndar
     target = mlp_output(model, layer)
     started = time.perf_counter()
     yield Progress(0, hp.v_steps + 2, "sampling context prefixes")
-    templates = context_templates(model, hp)
-    texts, ends = _contexts(request, templates)
-    ids, positions = _subject_positions(model, texts, ends)
+    texts, ids, positions = edit_contexts(model, request, hp)
     yield Progress(1, hp.v_steps + 2, "computing k*")
     k_star = compute_k(model, target, ids, positions)
     v0 = target.output(k_star).cpu()
