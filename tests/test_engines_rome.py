@@ -180,3 +180,13 @@ def test_rome_on_nnsight_equals_the_bridge_edit_on_smollm2(smollm2, nnsight_smol
     ours = rome_on(nnsight_smollm2, [SMOLLM2_PROMPT], SMOLLM2_CASE, tmp_path, monkeypatch)
     assert_same_edit(ours, theirs)
     assert ours.target_true.strip() == "Paris" and ours.p_after[0, 0] > 0.9
+
+
+def test_the_causal_trace_rome_chooses_its_layer_with_runs_on_nnsight(lab_model, nnsight_lab):
+    """layer=-1: the causal-trace plugin's provided causal_trace, on the engine path there."""
+    causal_trace = discover_plugins().provided("causal-trace", "causal_trace")
+    ids = lab_model.tokenize("t1 t2 t3 t4 t1 t2 t3")  # BOS first: ids[4] is t4, the induction answer
+    traces = [run_to_completion(causal_trace(model, ids, (2, 4), [ids[4]], kinds=("mlp",), samples=3, seed=1)) for model in (lab_model, nnsight_lab)]
+    ours, theirs = traces[1], traces[0]
+    assert np.abs(ours.scores["mlp"] - theirs.scores["mlp"]).max() <= 1e-5
+    assert ours.high_score == pytest.approx(theirs.high_score, rel=1e-5)
