@@ -164,10 +164,12 @@ def test_rome_on_simulated_ndif_is_the_same_edit_in_few_jobs(nnsight_lab, simula
     there = rome_on(simulated_lab, [], params, tmp_path / "there", monkeypatch)
     for name in ("p_before", "p_after", "losses"):
         assert np.allclose(getattr(there, name), getattr(here, name), rtol=1e-4, atol=1e-6), name
-    assert there.generations_after == [] and here.generations_after  # a token per job: not on NDIF
-    # The answer (1), the probes before (1), the prefixes (5 + 10 tokens sampled), C (1),
-    # k* and v0 (1), every v* step (1), the probes after (1).
-    assert len(jobs) == 1 + 1 + 15 + 1 + 1 + 1 + 1
+    assert there.generations_after == here.generations_after and there.generations_before == here.generations_before
+    assert there.contexts == here.contexts  # the prefixes drawn there are the ones drawn here
+    # The answer (1), the probes before (1), the generations before (2 prompts), the short and
+    # long prefixes (1 each), C (1), k* and v0 (1), every v* step (1), the probes after (1),
+    # the generations after (2).
+    assert len(jobs) == 1 + 1 + 2 + 2 + 1 + 1 + 1 + 1 + 2
 
 
 @pytest.mark.smollm2

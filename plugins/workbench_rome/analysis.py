@@ -35,10 +35,7 @@ def split_prompts(text: str) -> list[str]:
 def current_answer(model, prompt: str, n_tokens: int) -> tuple[list[int], str]:
     """The model's greedy answer of n_tokens after prompt."""
     ids = model.tokenize(prompt)
-    out: list[int] = []
-    for _ in range(max(1, n_tokens)):
-        logits = model.engine.run([ids + out], logit_positions=[-1]).logits
-        out.append(int(logits[0, -1].argmax()))
+    out = model.engine.extend([ids], max(1, n_tokens))[0, len(ids) :].tolist()
     return out, model.tokenizer.decode(out)
 
 
@@ -96,8 +93,6 @@ def run(
     in_weights = isinstance(model.engine, BridgeEngine)
     if not in_weights:
         check_engine_edit(model, layer)
-        if model.engine.remote:
-            gen_tokens = 0  # a token per round trip: not worth a queued job each
     prompt = request.prompt
     probes = [("prompt", prompt)] + [("paraphrase", p) for p in split_prompts(paraphrases)] + [("neighbour", p) for p in split_prompts(neighbours)]
     probe_prompts = [p for _, p in probes]

@@ -78,7 +78,6 @@ def run(
     in_weights = isinstance(model.engine, BridgeEngine)
     if not in_weights:
         check_engine_edit(model, layer)
-        gen_tokens = 0 if model.engine.remote else gen_tokens
     stats = yield from sub_job(key_statistics(model, layer, corpus=corpus), 1, 1.0, total)
     fingerprint = model.fingerprint
     rows, fluencies = [], []

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..engines import BridgeEngine
-from ..engines.base import RankOneEdit, RunRequest, TokenScores
+from ..engines.base import RankOneEdit, RunRequest, TokenChoice, TokenScores
 from ..errors import InputError
 from ..hooks.partial_run import select_hook
 
@@ -190,19 +190,13 @@ def _engine_target_probabilities(model, prompts: list[str], targets: list[str], 
 @torch.no_grad()
 def greedy_continuation(model, prompt: str, n_tokens: int, edits: Sequence[RankOneEdit] = ()) -> str:
     """The model's greedy continuation of prompt (no KV cache: short texts, small models),
-    with `edits` applied as interventions (through the engine, one run per token)."""
+    with `edits` applied as interventions; every token in one engine call (one NDIF job)."""
     ids = model.tokenize(prompt)
-    new: list[int] = []
     eos = getattr(model.tokenizer, "eos_token_id", None)
-    for _ in range(n_tokens):
-        if len(ids) + len(new) >= model.n_ctx:
-            break
-        if edits or not isinstance(model.engine, BridgeEngine):
-            logits = model.engine.run([ids + new], logit_positions=[-1], edits=edits).logits
-        else:
-            logits = model.bridge(torch.tensor([ids + new], device=model.engine.device))
-        token = int(logits[0, -1].argmax())
-        if token == eos:
-            break
-        new.append(token)
+    n_tokens = min(n_tokens, model.n_ctx - len(ids))
+    if n_tokens <= 0:
+        return model.decode([])
+    new = model.engine.extend([ids], n_tokens, TokenChoice(stop_token=eos), edits)[0, len(ids) :].tolist()
+    if eos in new:
+        new = new[: new.index(eos)]
     return model.decode(new)

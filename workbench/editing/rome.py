@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..engines.base import DeltaFit
+from ..engines.base import DeltaFit, TokenChoice
 from ..engines.fitting import fit_steps
 from ..errors import InputError
 from ..progress import Progress
@@ -76,7 +76,6 @@ def sample_prefixes(model, count: int, length: int, seed: int) -> list[str]:
     """count texts of `length` tokens sampled from the model (top-5, as ROME's generate_fast)."""
     if count <= 0:
         return []
-    generator = torch.Generator().manual_seed(seed * 1000 + length)
     tok = model.tokenizer
     starts: list[list[int]] = []
     if model.tokenizer_prepends_bos and model.bos_token_id is not None:
@@ -90,15 +89,9 @@ def sample_prefixes(model, count: int, length: int, seed: int) -> list[str]:
             starts = [[model.bos_token_id if model.bos_token_id is not None else 0]]
     seqs = torch.tensor([starts[i % len(starts)] for i in range(count)], dtype=torch.long)
     skip = 1 if model.tokenizer_prepends_bos else 0
-    special = set(getattr(tok, "all_special_ids", []) or [])
-    while seqs.shape[1] < length + 1:
-        logits = model.engine.run(seqs, logit_positions=[-1]).logits[:, -1].float().cpu()
-        for s in special:
-            if 0 <= s < logits.shape[-1]:
-                logits[:, s] = -torch.inf
-        top = torch.topk(logits, 5, dim=-1)
-        choice = torch.multinomial(torch.softmax(top.values, dim=-1), 1, generator=generator)
-        seqs = torch.cat([seqs, top.indices.gather(1, choice)], dim=1)
+    special = tuple(sorted(set(getattr(tok, "all_special_ids", []) or [])))
+    # All tokens in one engine call: one job on NDIF.
+    seqs = model.engine.extend(seqs, length + 1 - seqs.shape[1], TokenChoice(top_k=5, seed=seed * 1000 + length, banned=special))
     texts = [tok.decode(row[skip:].tolist()) for row in seqs]
     return [t.replace("{", "").replace("}", "").strip() for t in texts]
 

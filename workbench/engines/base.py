@@ -277,6 +277,38 @@ class EngineRun:
     scores: torch.Tensor | None = None  # [n] log-probabilities, when TokenScores were asked for
 
 
+@dataclass(frozen=True)
+class TokenChoice:
+    """How `Engine.extend` picks each next token: the most probable one (top_k 1), or one
+    drawn from the top_k most probable by a torch.Generator seeded with `seed` (ROME's
+    context prefixes: top 5). `banned` ids are never chosen; `stop_token` ends the rows."""
+
+    top_k: int = 1
+    seed: int = 0
+    banned: tuple[int, ...] = ()
+    stop_token: int | None = None
+
+    def generator(self) -> torch.Generator | None:
+        return torch.Generator().manual_seed(self.seed) if self.top_k > 1 else None
+
+    def stopped(self, ids: torch.Tensor) -> bool:
+        return self.stop_token is not None and bool((ids[:, -1] == self.stop_token).all())
+
+
+def choose_tokens(logits: torch.Tensor, choice: TokenChoice, generator: torch.Generator | None) -> torch.Tensor:
+    """The next token of each row [batch, 1] from its last logits [batch, vocab] (inside a
+    session, or here); the draw runs on the CPU, so a seed gives the same tokens anywhere."""
+    logits = logits.float().cpu()
+    for banned in choice.banned:
+        if 0 <= banned < logits.shape[-1]:
+            logits[:, banned] = -torch.inf
+    if choice.top_k <= 1:
+        return logits.argmax(-1, keepdim=True)
+    top = torch.topk(logits, choice.top_k, dim=-1)
+    drawn = torch.multinomial(torch.softmax(top.values, dim=-1), 1, generator=generator)
+    return top.indices.gather(1, drawn)
+
+
 def _on(scores: TokenScores, device: torch.device) -> TokenScores:
     return TokenScores(scores.rows.to(device), scores.positions.to(device), scores.tokens.to(device))
 
@@ -455,6 +487,22 @@ class Engine(ABC):
     ) -> EngineRun: ...
 
     # -- beyond one forward pass -----------------------------------------------------------
+
+    def extend(self, tokens: torch.Tensor | Sequence[Sequence[int]], n_tokens: int, choice: TokenChoice | None = None, edits: Sequence[RankOneEdit] = ()) -> torch.Tensor:
+        """tokens [batch, pos] followed by up to n_tokens chosen one at a time (greedy, or
+        sampled as `choice` says), with `edits` applied: [batch, pos + new]. It stops early
+        once every row has chosen `choice.stop_token`. A remote engine makes every token in
+        one job; here each token is one run."""
+        choice = choice or TokenChoice()
+        ids = torch.as_tensor(tokens, dtype=torch.long).cpu()
+        generator = choice.generator()
+        for _ in range(n_tokens):
+            logits = self.run(ids, logit_positions=[-1], edits=edits).logits
+            assert logits is not None
+            ids = torch.cat([ids, choose_tokens(logits[:, -1], choice, generator)], dim=1)
+            if choice.stopped(ids):
+                break
+        return ids
 
     def fit_delta(self, fit: DeltaFit, on_step: Callable[[int, list[float]], None] | None = None) -> FittedDelta:
         """δ fitted by gradient steps (engines/fitting.py): added at `fit.point` at one

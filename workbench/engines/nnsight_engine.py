@@ -35,8 +35,10 @@ from .base import (
     ModelShape,
     Positions,
     RankOneEdit,
+    TokenChoice,
     Write,
     _PreparedRun,
+    choose_tokens,
     parse_hook,
     score_tokens,
     select_positions,
@@ -361,6 +363,36 @@ class NnsightEngine(Engine):
                 answer = (fitted.detach(), records)
                 nnsight.save(answer)
         return FittedDelta(answer[0].detach().cpu(), [list(record) for record in answer[1]])
+
+    def extend(self, tokens: torch.Tensor | Sequence[Sequence[int]], n_tokens: int, choice: TokenChoice | None = None, edits: Sequence[RankOneEdit] = ()) -> torch.Tensor:
+        """Every token in one nnsight session (one job on NDIF), each a trace of the rows so far."""
+        nnsight = import_nnsight()
+        choice = choice or TokenChoice()
+        for edit in edits:
+            self.check_edit(edit.layer)
+        model = self.model
+        # Each edit rides on its projection: (path, edits there), in the order the model runs them.
+        by_layer: dict[int, list[RankOneEdit]] = {}
+        for edit in edits:
+            by_layer.setdefault(edit.layer, []).append(edit)
+        edit_plan = [(_path(f"{self.modules.blocks}.{layer}.{self.modules.mlp_proj}"), by_layer[layer]) for layer in sorted(by_layer)]
+        ids = torch.as_tensor(tokens, dtype=torch.long).to(self.device)
+        with remote_errors(self.remote_mode, self.model_name), torch.inference_mode():
+            backend = self._backend()
+            with model.session(backend=backend):
+                generator = choice.generator()
+                for _ in range(n_tokens):
+                    with model.trace(ids):
+                        for path, layer_edits in edit_plan:
+                            envoy = module_at(model, path)
+                            keys = envoy.input
+                            envoy.output = apply_edits(envoy.output, keys, layer_edits)
+                        last = model.output.logits[:, -1]
+                    ids = torch.cat([ids, choose_tokens(last, choice, generator).to(ids.device)], dim=1)
+                    if choice.stopped(ids):
+                        break
+                nnsight.save(ids)
+        return ids.detach().cpu()
 
     def second_moment(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], point: str) -> tuple[torch.Tensor, int]:
         """Summed inside one session: on NDIF only the [d, d] sum comes back, not every
