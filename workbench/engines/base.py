@@ -16,6 +16,10 @@ onto the Hugging Face module tree through one `ModuleMap` per family. An analysi
 against this interface runs on both, and (later) on NDIF, where the nnsight engine's run is
 the same trace sent with `remote=True`.
 
+Beyond one pass, three calls keep a loop where the model runs (on NDIF, one job each):
+`extend` (tokens chosen one at a time), `fit_delta` (gradient steps on an added vector)
+and `second_moment` (Σ x xᵀ of a hook point over many batches).
+
 The engine sets no grad mode: callers wrap runs in `torch.inference_mode()` as they did.
 """
 
@@ -298,7 +302,7 @@ class TokenChoice:
 def choose_tokens(logits: torch.Tensor, choice: TokenChoice, generator: torch.Generator | None) -> torch.Tensor:
     """The next token of each row [batch, 1] from its last logits [batch, vocab] (inside a
     session, or here); the draw runs on the CPU, so a seed gives the same tokens anywhere."""
-    logits = logits.float().cpu()
+    logits = logits.float().cpu().clone()  # the bans below must not reach the caller's logits
     for banned in choice.banned:
         if 0 <= banned < logits.shape[-1]:
             logits[:, banned] = -torch.inf
