@@ -67,7 +67,7 @@ def count_runs(model) -> tuple[dict[str, int], dict[str, float]]:
 
         return call
 
-    counted_methods = ("_run_many", "fit_delta", "second_moment")
+    counted_methods = ("_run_many", "fit_delta", "second_moment", "extend")
     for method in counted_methods:
         setattr(model.engine, method, counted(getattr(model.engine, method)))
     registry = discover_plugins()
