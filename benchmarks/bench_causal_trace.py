@@ -9,6 +9,12 @@ must agree to float precision; the script prints seconds per kind for each, the 
 (peer / ours), the largest score difference, and the arithmetic each needs (flops.py:
 multiply-accumulates of the matrix products, and the rate each ran them at). --with-reference adds our own
 one-pass-per-cell implementation on TransformerBridge (slower than the peer's code).
+
+It also measures this machine's peak rate for float32 matrix products (a 2048 x 2048
+product on torch's threads) and prints the most the fast path could gain over the peer
+here: its least arithmetic (a pass per cell, less the exact cuts flops.py lists as not
+built) run at that peak, against the peer's measured time. Where that bound is under the
+speed-up asked for, no exact float32 trace reaches it on this machine.
 """
 
 from __future__ import annotations
@@ -26,12 +32,25 @@ import torch
 from peer_causal_trace import peer_trace  # noqa: E402  (this folder)
 
 from workbench.models import load_hf_model, load_model  # noqa: E402
-from workbench_causal_trace.flops import ModelSizes, fast_path_macs, peer_macs  # noqa: E402
+from workbench_causal_trace.flops import REMAINING_EXACT_CUTS, ModelSizes, fast_path_macs, peer_macs  # noqa: E402
 from workbench_causal_trace.noise import subject_noise  # noqa: E402
 from workbench_causal_trace.reference import timed, trace_reference  # noqa: E402
 from workbench_causal_trace.request import build_request  # noqa: E402
 from workbench_causal_trace.scoring import KINDS  # noqa: E402
 from workbench_causal_trace.tracing import trace_with_noise  # noqa: E402
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """The best rate (multiply-accumulates per second) of a float32 size x size product on
+    torch's threads: what no matrix product of a trace can beat on this machine."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # the first product pays for the threads' start
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return size**3 / best
 
 
 def main() -> int:
@@ -100,9 +119,16 @@ def main() -> int:
     print(f"matrix-product multiply-accumulates (flops.py): peer {peer_work / 1e9:,.1f} G at {peer_work / total_peer / 1e9:.1f} G/s; "
           f"ours {ran / 1e9:,.1f} G as run at {ran / total_fast / 1e9:.1f} G/s, {alone / 1e9:,.1f} G with a pass per cell; "
           f"peer/ours {peer_work / ran:.1f}x as run, {peer_work / alone:.1f}x with a pass per cell (the speed-ups at equal throughput)")
+    peak = matmul_peak()
+    least = alone * (1 - REMAINING_EXACT_CUTS)
+    bound = total_peer / (least / peak)
+    print(f"this machine's float32 matrix-product peak: {peak / 1e9:.1f} G MACs/s (the peer ran at {peer_work / total_peer / peak:.0%} of it, ours at {ran / total_fast / peak:.0%}); "
+          f"the least arithmetic of exact restored runs, {least / 1e9:,.1f} G, at that peak takes {least / peak:.1f} s: "
+          f"at most {bound:.1f}x the peer's time here")
     print(f"peer passes: {passes} of batch {args.samples + 1}; max |score difference| ours vs peer {worst:.2e}" + (f", ours vs our reference {worst_reference:.2e}" if args.with_reference else ""))
     if args.json:
-        summary = {"ours_seconds": total_fast, "peer_seconds": total_peer, "ratio": total_peer / total_fast, "max_difference": worst, "peer_macs": peer_work, "our_macs": ran, "samples": args.samples}
+        summary = {"ours_seconds": total_fast, "peer_seconds": total_peer, "ratio": total_peer / total_fast, "max_difference": worst, "peer_macs": peer_work, "our_macs": ran, "samples": args.samples,
+                   "peak_macs_per_s": peak, "bound_at_peak": bound}
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return 0 if max(worst, worst_reference) <= 1e-4 else 1
 
