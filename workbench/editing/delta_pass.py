@@ -37,7 +37,7 @@ import torch
 from ..hooks.blocks_by_hand import BlocksByHand, block_arguments
 from ..hooks.keeping import keeping
 from ..hooks.kv_cache import KVCacheUnsupported, check_kv_cache, empty_cache, kv_tensors, prefix_cache
-from ..hooks.partial_run import logits_from_layer, output_logits, select_hook, skipping_blocks_before
+from ..hooks.partial_run import logits_from_layer, output_logits, run_blocks, select_hook, skipping_blocks_before
 from ..models.shape import residual_before_mlp
 from .prompts import padded_batch
 from .target import MlpOutput
@@ -81,8 +81,9 @@ class DeltaPass:
             raise ValueError("a scored position lies before its row's edit position")
         self.rows = rows
         self.by_hand: BlocksByHand | None = None
+        self.hand = not full_pass and (by_hand if by_hand is not None else _by_hand_holds(model, target))
         self.full_pass = full_pass or not self._prepare_suffix_pass()
-        if not self.full_pass and by_hand is not False and (by_hand or _by_hand_holds(model, target)):
+        if not self.full_pass and self.hand:
             self._prepare_by_hand()
 
     def __call__(self, delta: torch.Tensor) -> torch.Tensor:
@@ -112,26 +113,22 @@ class DeltaPass:
         post_name = f"blocks.{layer}.hook_resid_post"
         names = [*before_mlp, self.target.value_hook, post_name]
         kept: dict[str, torch.Tensor] = {}
-        # The passes are for the cache and the block's output; their logits are not used, so
-        # only the last position is projected onto the vocabulary (all of them cost several blocks).
-        last_only = select_hook(lambda normed: normed[:, -1:])
         n_blocks = len(bridge.blocks)
-        # Every column up to the edited block: its output from the edit column on is where the
-        # steps start, and the cache of the blocks up to it.
+        # The passes are for the cache and the block's output: neither runs the final norm and
+        # the unembedding. Every column up to the edited block: its output from the edit column
+        # on is where the steps start, and the cache of the blocks up to it.
         early = empty_cache()
-        with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, keeping(kept, name)) for name in names] + [last_only]):
-            bridge(ids, past_key_values=early, attention_mask=mask, position_ids=positions, stop_at_layer=layer + 1 if layer + 1 < n_blocks else None, return_type=None)
+        with torch.no_grad(), bridge.hooks(fwd_hooks=[(name, keeping(kept, name)) for name in names]):
+            if layer + 1 < n_blocks:
+                bridge(ids, past_key_values=early, attention_mask=mask, position_ids=positions, stop_at_layer=layer + 1, return_type=None)
+            else:
+                run_blocks(bridge, ids, past_key_values=early, attention_mask=mask, position_ids=positions, return_type=None)
         if set(kept) != set(names):
             return False
         try:
             kv = kv_tensors(early)[: layer + 1]
             if first and layer + 1 < n_blocks:
-                # The later blocks only for the prefix's keys and values: its columns alone.
-                columns = max(first, min(width, _MIN_PREFIX_COLUMNS))
-                late = empty_cache()
-                with torch.no_grad(), skipping_blocks_before(bridge, layer + 1), bridge.hooks(fwd_hooks=[last_only]):
-                    bridge(kept[post_name][:, :columns], start_at_layer=layer + 1, past_key_values=late, attention_mask=mask[:, :columns], position_ids=positions[:, :columns], return_type=None)
-                kv += kv_tensors(late, start=layer + 1)
+                kv += self._prefix_later_blocks(kept[post_name], mask, positions, max(first, min(width, _MIN_PREFIX_COLUMNS)))
         except KVCacheUnsupported:
             return False
         if len(kv) != (n_blocks if first else layer + 1) or any(keys.shape[2] < first for keys, _ in kv):
@@ -150,6 +147,23 @@ class DeltaPass:
         self.kv = kv
         self.needed_local = self.needed_pos - self.edit_pos[:, None]
         return True
+
+    def _prefix_later_blocks(self, block_output: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, columns: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The keys and values of the blocks after the edited one, from a pass over the first
+        `columns` columns alone: by hand where the steps run so, each MLP at the real (not
+        padding) positions and none in the last block, whose output nothing reads."""
+        bridge, start = self.bridge, self.target.layer + 1
+        late = empty_cache()
+        kwargs = {"past_key_values": late, "attention_mask": mask[:, :columns], "position_ids": positions[:, :columns]}
+        found = block_arguments(bridge, start, block_output[:, :columns], **kwargs) if self.hand else None
+        with torch.no_grad():
+            if found is not None:
+                real = _gathered(mask[:, :columns].bool())
+                BlocksByHand(bridge, start, *found).run(block_output[:, :columns], late, [real] * (len(bridge.blocks) - start - 1) + [_NOWHERE])
+            else:
+                with skipping_blocks_before(bridge, start):
+                    run_blocks(bridge, block_output[:, :columns], start_at_layer=start, return_type=None, **kwargs)
+        return kv_tensors(late, start=start)
 
     def _select(self, needed: torch.Tensor):
         def select(normed: torch.Tensor) -> torch.Tensor:
@@ -177,12 +191,7 @@ class DeltaPass:
         upto = columns[None, :] <= self.needed_local.max(dim=1).values[:, None]
         scored = torch.zeros(n_rows, width, dtype=torch.bool, device=self.device)
         scored[torch.arange(n_rows, device=self.device)[:, None], self.needed_local] = True
-
-        def positions(where: torch.Tensor) -> torch.Tensor | None:
-            count = int(where.sum())
-            return None if count == where.numel() or count < _MIN_GATHERED_ROWS else where.reshape(-1).nonzero().squeeze(1)
-
-        self.mlp_rows = [positions(upto)] * (n_blocks - start - 1) + [positions(scored)]
+        self.mlp_rows = [_gathered(upto)] * (n_blocks - start - 1) + [_gathered(scored)]
 
     def _from_edit(self, delta: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(self.n_rows, device=self.device)
@@ -213,6 +222,15 @@ class DeltaPass:
             return self.bridge(padded_batch(self.rows).to(self.device), return_type="logits")
 
 
+_NOWHERE = torch.zeros(0, dtype=torch.long)
+
+
+def _gathered(where: torch.Tensor) -> torch.Tensor | None:
+    """The positions [batch * pos] where a block run by hand runs its MLP (None: all of them)."""
+    count = int(where.sum())
+    return None if count == where.numel() or count < _MIN_GATHERED_ROWS else where.reshape(-1).nonzero().squeeze(1)
+
+
 # -- whether the blocks may run by hand ----------------------------------------------------
 
 
@@ -228,8 +246,9 @@ def _by_hand_holds(model, target: MlpOutput) -> bool:
 def _probe_by_hand(model, target: MlpOutput) -> bool:
     """Logits and δ's gradient of a pass on random tokens, by hand and through the bridge;
     rows read at their last position, at their edit position, and one at its edit position
-    alone (as v*'s KL prompt), so that MLPs are left out in both ways. It costs about as much
-    as three v* steps (small passes stream every weight all the same)."""
+    alone (as v*'s KL prompt), so that MLPs are left out in both ways; the rows' lengths
+    differ, so that the prefix's pass by hand leaves out padding. It costs about as much as
+    three v* steps (small passes stream every weight all the same)."""
     bridge = model.bridge
     device = next(bridge.parameters()).device
     generator = torch.Generator().manual_seed(0)
@@ -240,14 +259,12 @@ def _probe_by_hand(model, target: MlpOutput) -> bool:
     delta = torch.randn(int(bridge.cfg.d_model), generator=generator)
     weights = torch.randn(len(rows), 2, int(bridge.cfg.d_vocab), generator=generator).to(device)
     try:
-        delta_pass = DeltaPass(model, target, rows, list(edits), needed, by_hand=True)
-        by_hand = delta_pass.by_hand
-        if delta_pass.full_pass or by_hand is None:
+        by_hand = DeltaPass(model, target, rows, list(edits), needed, by_hand=True)
+        if by_hand.full_pass or by_hand.by_hand is None:
             return False
         results = []
         with torch.enable_grad():
-            for runner in (by_hand, None):
-                delta_pass.by_hand = runner  # None: the blocks through the bridge
+            for delta_pass in (by_hand, DeltaPass(model, target, rows, list(edits), needed, by_hand=False)):
                 d = delta.to(device).requires_grad_(True)
                 logits = delta_pass(d).float()
                 (gradient,) = torch.autograd.grad((logits.log_softmax(-1) * weights).sum(), d)

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..job_context import raise_if_cancelled
-from .partial_run import select_hook, skipping_blocks_before
+from .partial_run import run_blocks, skipping_blocks_before
 
 _PARTS = ("ln1", "attn", "ln2", "mlp")
 
@@ -53,7 +53,8 @@ def block_arguments(bridge, start: int, residual: torch.Tensor, **forward_kwargs
     """The keyword arguments the model hands blocks start.. in a pass that enters block
     `start` with `residual` [batch, pos, d_model]; forward_kwargs (past_key_values,
     attention_mask, position_ids) go to the bridge's forward as in that pass. Every block
-    is the identity in the pass, so it costs the model's set-up of masks and positions.
+    is the identity in the pass, and it ends after the last one: it costs the model's set-up
+    of masks and positions.
 
     Returns (one dict per block, without the cache; the name under which the blocks receive
     the cache passed as past_key_values, or None without one). None when these blocks
@@ -76,8 +77,8 @@ def block_arguments(bridge, start: int, residual: torch.Tensor, **forward_kwargs
 
     handles = [block.register_forward_pre_hook(grab(index), with_kwargs=True) for index, block in enumerate(blocks)]
     try:
-        with torch.no_grad(), skipping_blocks_before(bridge, len(bridge.blocks)), bridge.hooks(fwd_hooks=[select_hook(lambda normed: normed[:, -1:])]):
-            bridge(residual, start_at_layer=start, return_type=None, **forward_kwargs)
+        with torch.no_grad(), skipping_blocks_before(bridge, len(bridge.blocks)):
+            run_blocks(bridge, residual, start_at_layer=start, return_type=None, **forward_kwargs)
     finally:
         for handle in handles:
             handle.remove()
@@ -120,7 +121,7 @@ class BlocksByHand:
     def run(self, x: torch.Tensor, cache, mlp_rows: list[torch.Tensor | None]) -> torch.Tensor:
         """The residual leaving the last block. cache: a new HF cache of the prefix for each
         run (the blocks append to it). mlp_rows: per block, the positions [batch * pos] where
-        its MLP runs (None: everywhere); elsewhere the block adds attention alone."""
+        its MLP runs (None: everywhere, none: nowhere); elsewhere the block adds attention alone."""
         for block, arguments, rows in zip(self.blocks, self.arguments, mlp_rows):
             raise_if_cancelled()  # what the GUI's interrupt hook on every block does
             if self.cache_name is not None:
@@ -129,7 +130,7 @@ class BlocksByHand:
             x = x + (attended[0] if isinstance(attended, tuple) else attended)
             if rows is None:
                 x = x + block.mlp(_norm(block.ln2, x))
-            else:
+            elif len(rows):
                 flat = x.reshape(-1, x.shape[-1])
                 gathered = flat.index_select(0, rows)
                 x = flat.index_copy(0, rows, gathered + block.mlp(_norm(block.ln2, gathered))).view_as(x)
