@@ -11,10 +11,11 @@ only that MLP output changes between steps. So:
   invisible), the keys and values of the positions before it are computed once, and
   each step runs only the positions from it on.
 - Only the positions whose logits are scored are projected onto the vocabulary.
-- The later blocks run by hand (workbench.hooks.blocks_by_hand): each MLP only at the
-  positions a scored one depends on, without the bridge's wrapping. Whether that equals
-  the bridge's pass is checked once per model and layer on random tokens; where it does
-  not, each step runs the blocks through the bridge (logits_from_layer).
+- The later blocks run by hand (workbench.hooks.blocks_by_hand): only at the positions a
+  scored one depends on, the last block's queries and MLP only where logits are read, and
+  without the bridge's wrapping. Whether that equals the bridge's pass is checked once per
+  model and layer on random tokens; where it does not, each step runs the blocks through
+  the bridge (logits_from_layer).
 
 The pass that prepares this (the cache and the block's output) runs the positions from the
 subject's last token on only up to the edited block: the later blocks are needed there for
@@ -51,10 +52,10 @@ logger = logging.getLogger(__name__)
 # the cache holds the very numbers a pass over every column gives.
 _MIN_PREFIX_COLUMNS = 16
 
-# An MLP runs at gathered positions only when there are at least this many: a row of a matrix
-# product does not depend on the other rows when there are enough of them (MKL here: 12 with
-# two threads, 4 with one), so gathering changes no bit; v*'s default 11 prompts and the KL
-# prompt make 12 in the last block. Fewer gathered rows would change rounding, and save little.
+# Blocks by hand run at gathered positions only when there are at least this many: a row of a
+# matrix product does not depend on the other rows when there are enough of them (MKL here: 12
+# with two threads, 4 with one), so gathering changes no bit; v*'s default 11 prompts and the
+# KL prompt make 12 in the last block. Fewer gathered rows would change rounding, and save little.
 _MIN_GATHERED_ROWS = 12
 
 # Whether blocks run by hand give a layer's v* pass what the bridge gives: bridge -> {layer: bool}.
@@ -158,8 +159,7 @@ class DeltaPass:
         found = block_arguments(bridge, start, block_output[:, :columns], **kwargs) if self.hand else None
         with torch.no_grad():
             if found is not None:
-                real = _gathered(mask[:, :columns].bool())
-                BlocksByHand(bridge, start, *found).run(block_output[:, :columns], late, [real] * (len(bridge.blocks) - start - 1) + [_NOWHERE])
+                BlocksByHand(bridge, start, *found).fill_cache(block_output[:, :columns], late, _gathered(mask[:, :columns].bool()))
             else:
                 with skipping_blocks_before(bridge, start):
                     run_blocks(bridge, block_output[:, :columns], start_at_layer=start, return_type=None, **kwargs)
@@ -184,14 +184,14 @@ class DeltaPass:
         if found is None:
             return
         self.by_hand = BlocksByHand(self.bridge, start, *found)
-        # Where each block's MLP runs: up to each row's last scored position (nothing later in
-        # a row reaches a scored one), and in the last block at the scored positions alone.
+        # The positions the blocks run at: up to each row's last scored position (nothing later
+        # in a row reaches a scored one), and the last block's output only at the scored ones.
         n_rows, width = self.block_output.shape[:2]
         columns = torch.arange(width, device=self.device)
         upto = columns[None, :] <= self.needed_local.max(dim=1).values[:, None]
         scored = torch.zeros(n_rows, width, dtype=torch.bool, device=self.device)
         scored[torch.arange(n_rows, device=self.device)[:, None], self.needed_local] = True
-        self.mlp_rows = [_gathered(upto)] * (n_blocks - start - 1) + [_gathered(scored)]
+        self.kept, self.scored = _gathered(upto), _gathered(scored)
 
     def _from_edit(self, delta: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(self.n_rows, device=self.device)
@@ -199,7 +199,7 @@ class DeltaPass:
         entering = self.block_output.index_put((rows, column), delta.to(self.block_output.dtype), accumulate=True)
         start = self.target.layer + 1
         if self.by_hand is not None:
-            leaving = self.by_hand.run(entering, prefix_cache(self.kv, self.first) or empty_cache(), self.mlp_rows)
+            leaving = self.by_hand.run(entering, prefix_cache(self.kv, self.first) or empty_cache(), self.kept, self.scored)
             return output_logits(self.bridge, self.bridge.unembed(self._select(self.needed_local)(self.bridge.ln_final(leaving))))
         extra = {}
         if start < len(self.bridge.blocks):
@@ -222,11 +222,8 @@ class DeltaPass:
             return self.bridge(padded_batch(self.rows).to(self.device), return_type="logits")
 
 
-_NOWHERE = torch.zeros(0, dtype=torch.long)
-
-
 def _gathered(where: torch.Tensor) -> torch.Tensor | None:
-    """The positions [batch * pos] where a block run by hand runs its MLP (None: all of them)."""
+    """The positions [batch * pos] where blocks run by hand run (None: all of them)."""
     count = int(where.sum())
     return None if count == where.numel() or count < _MIN_GATHERED_ROWS else where.reshape(-1).nonzero().squeeze(1)
 

@@ -427,17 +427,22 @@ def v_star_rows(model, prefixes: list[str], prompt: str, subject: str, kl_prompt
 
 
 @pytest.mark.smollm2
-def test_smollm2_v_star_blocks_by_hand_equal_the_bridge_bit_for_bit(smollm2, one_thread):
-    """The blocks after the edited one run by hand, each MLP only where a read position depends
-    on it (not behind the KL prompt's subject, in the last block only where logits are read),
-    give the bridge's logits and δ's gradient bit for bit: v*, its losses and the edit are
-    those of the blocks run through the bridge."""
+@pytest.mark.parametrize("attention", ["by hand", "bridge"])
+def test_smollm2_v_star_blocks_by_hand_equal_the_bridge_bit_for_bit(smollm2, one_thread, attention):
+    """The blocks after the edited one run by hand at the positions a read one depends on (not
+    behind the KL prompt's subject; the last block's queries and MLP only where logits are
+    read) give the bridge's logits and δ's gradient bit for bit, with attention computed by
+    hand or by the bridge's module: v*, its losses and the edit are those of the blocks run
+    through the bridge."""
     rows, edit_pos, needed = v_star_rows(smollm2, V_STAR_PREFIXES, "The Eiffel Tower is located in the city of", "Eiffel Tower", "The Eiffel Tower is a")
     target = mlp_output(smollm2, 4)
     by_hand = DeltaPass(smollm2, target, rows, edit_pos, needed)
-    assert by_hand.by_hand is not None
+    assert by_hand.by_hand is not None and all(by_hand.by_hand.plain_attention)
+    if attention == "bridge":
+        by_hand.by_hand.plain_attention = [False] * len(by_hand.by_hand.plain_attention)
     width = by_hand.block_output.shape[1]
-    assert [len(r) if r is not None else None for r in by_hand.mlp_rows[-2:]] == [(len(rows) - 1) * width + 1, len(rows)]
+    assert by_hand.kept is not None and len(by_hand.kept) == (len(rows) - 1) * width + 1
+    assert by_hand.scored is not None and len(by_hand.scored) == len(rows)
     bridge = DeltaPass(smollm2, target, rows, edit_pos, needed, by_hand=False)
     assert bridge.by_hand is None
     probe = torch.randn(len(rows), 1, int(smollm2.cfg.d_vocab), generator=torch.Generator().manual_seed(1))
