@@ -81,11 +81,19 @@ class DeltaPass:
         if (self.needed_pos < self.edit_pos[:, None]).any():
             raise ValueError("a scored position lies before its row's edit position")
         self.rows = rows
+        self.model = model
         self.by_hand: BlocksByHand | None = None
-        self.hand = not full_pass and (by_hand if by_hand is not None else _by_hand_holds(model, target))
+        self._hand = by_hand
         self.full_pass = full_pass or not self._prepare_suffix_pass()
-        if not self.full_pass and self.hand:
+        if not self.full_pass and target.layer + 1 < len(self.bridge.blocks) and self.hand:
             self._prepare_by_hand()
+
+    @property
+    def hand(self) -> bool:
+        """Whether the blocks after the edited one run by hand (probed on first use)."""
+        if self._hand is None:
+            self._hand = _by_hand_holds(self.model, self.target)
+        return self._hand
 
     def __call__(self, delta: torch.Tensor) -> torch.Tensor:
         return self._whole_model(delta) if self.full_pass else self._from_edit(delta)
@@ -176,9 +184,6 @@ class DeltaPass:
 
     def _prepare_by_hand(self) -> None:
         start = self.target.layer + 1
-        n_blocks = len(self.bridge.blocks)
-        if start >= n_blocks:
-            return
         # A cache even without a prefix: the blocks append to the one they are handed.
         found = block_arguments(self.bridge, start, self.block_output, **self._suffix_kwargs(prefix_cache(self.kv, self.first) or empty_cache()))
         if found is None:

@@ -173,12 +173,12 @@ class BlocksByHand:
         self.blocks = list(bridge.blocks)[start:]
         self.arguments = arguments
         self.cache_name = cache_name
-        self.plain_attention = [_plain_rotary_attention(block.attn) and _plain_arguments(arguments, block.attn.original_component.head_dim) for block, arguments in zip(self.blocks, arguments)]
+        self.plain_attention = [_plain_rotary_attention(block.attn) and _plain_arguments(given, block.attn.original_component.head_dim) for block, given in zip(self.blocks, arguments)]
 
     def run(self, x: torch.Tensor, cache, kept: torch.Tensor | None, scored: torch.Tensor | None) -> torch.Tensor:
         """The residual leaving the last block [batch, pos, d_model], at the scored positions
         (zero elsewhere). x: the residual entering block start. cache: a new HF cache of the
-        prefix for each run (the blocks append to it). kept: the positions [batch * pos] whose
+        prefix for each run, empty without one (the blocks append to it). kept: the positions [batch * pos] whose
         residual a later block or the output needs (None: all), ascending; scored: those of them
         whose output of the last block is needed (None: all kept)."""
         batch, width, d_model = x.shape
