@@ -387,8 +387,8 @@ def test_smollm2_v_star_pass_from_the_edit_equals_the_whole_model(smollm2, layer
     check_delta_pass(smollm2, layer, texts, [3, 8, 3])
 
 
-# Rows as v* makes them: the prompt behind 10 prefixes of several lengths, and the KL prompt,
-# read at its subject alone.
+# Rows as v* makes them: the prompt, bare and behind 10 prefixes of several lengths, and the KL
+# prompt, read at its subject alone.
 V_STAR_PREFIXES = [
     "", "I went there. ", "The weather was fine that day. ", "You know, ", "Because I was there. ", "Therefore it is said that ",
     "I think ", "The", "Many people who travel to France every summer say that ", "Yes. ", "It is true: ",
@@ -457,8 +457,12 @@ def test_smollm2_v_star_blocks_by_hand_equal_the_bridge_bit_for_bit(smollm2, one
 
 
 @pytest.mark.smollm2
-@pytest.mark.parametrize("prefixes", [V_STAR_PREFIXES[:4], [*V_STAR_PREFIXES[:3], "When the weather was fine for weeks last year, many people who travel to France said that "]], ids=["short-prefix", "long-prefix"])
-def test_smollm2_v_star_cache_equals_a_whole_pass_bit_for_bit(smollm2, prefixes, one_thread):
+@pytest.mark.parametrize(
+    ("prefixes", "short"),
+    [(V_STAR_PREFIXES[:4], True), ([*V_STAR_PREFIXES[:3], "When the weather was fine for weeks last year, many people who travel to France said that "], False)],
+    ids=["short-prefix", "long-prefix"],
+)
+def test_smollm2_v_star_cache_equals_a_whole_pass_bit_for_bit(smollm2, prefixes, short, one_thread):
     """The prefix's keys and values in the blocks after the edited one come from a pass over the
     prefix's columns alone; they are those of a pass over every column, bit for bit at every
     real position, with a prefix shorter than a CPU vector of floats (16) and with a longer one."""
@@ -467,7 +471,7 @@ def test_smollm2_v_star_cache_equals_a_whole_pass_bit_for_bit(smollm2, prefixes,
     rows, edit_pos, needed = v_star_rows(smollm2, prefixes, "The Eiffel Tower is located in the city of", "Eiffel Tower", "The Eiffel Tower is a")
     delta_pass = DeltaPass(smollm2, mlp_output(smollm2, 4), rows, edit_pos, needed)
     first, mask = delta_pass.first, delta_pass.mask
-    assert (first < 16) == (len(prefixes[-1]) < 20) and mask.shape[1] > 16
+    assert (first < 16) == short and mask.shape[1] > 16
     ids = torch.zeros_like(mask)
     positions = torch.ones_like(mask)
     for r, (row, e) in enumerate(zip(rows, edit_pos)):
