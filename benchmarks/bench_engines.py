@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -37,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from workbench.capture import capture_activations  # noqa: E402
+from workbench.editing import EditStack  # noqa: E402
+from workbench.editing.rome import _TEMPLATES  # noqa: E402
 from workbench.models import load_model  # noqa: E402
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis  # noqa: E402
 from workbench.predict import predict_next  # noqa: E402
@@ -50,14 +53,23 @@ CACHE_PROMPTS = [PROMPT, CORRUPTED, "The capital of France is", "Paris is a city
 def count_runs(model) -> tuple[dict[str, int], dict[str, float]]:
     """Engine jobs per analysis (default parameters), each analysis as the app runs it, and
     the seconds each took."""
-    calls = [0]
-    real = model.engine._run_many
+    calls, depth = [0], [0]
 
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        return real(*args, **kwargs)
+    def counted(real):
+        # A job is one call of these; a call inside another (the bridge's second_moment runs) is part of it.
+        def call(*args, **kwargs):
+            calls[0] += depth[0] == 0
+            depth[0] += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                depth[0] -= 1
 
-    model.engine._run_many = counted  # type: ignore[method-assign]
+        return call
+
+    counted_methods = ("_run_many", "fit_delta", "second_moment", "extend")
+    for method in counted_methods:
+        setattr(model.engine, method, counted(getattr(model.engine, method)))
     registry = discover_plugins()
     seconds: dict[str, float] = {}
     found: list = []
@@ -86,9 +98,17 @@ def count_runs(model) -> tuple[dict[str, int], dict[str, float]]:
         "causal tracing (3 samples)": runs("causal tracing", analysis("causal-trace", [PROMPT], subject="The Eiffel Tower", samples=3)),
         "patching (default targets)": runs("patching", analysis("patching", [PROMPT, CORRUPTED])),
     }
-    del model.engine._run_many
+    # ROME from nothing cached: the context prefixes sampled and the key statistics computed.
+    _TEMPLATES.clear()
+    os.environ["WORKBENCH_CACHE_DIR"] = str(tmp / "cache")
+    counts["ROME (one edit, layer 4, C computed)"] = runs("ROME", analysis("rome", [PROMPT], subject="Eiffel Tower", target_new="Rome", layer=4, gen_tokens=0))
+    for method in counted_methods:
+        delattr(model.engine, method)
+    stack = EditStack.existing(model)
+    if stack is not None and stack.applied:  # the bridge's edit went into the weights
+        stack.undo()
     shutil.rmtree(tmp, ignore_errors=True)
-    patching = found[-1]
+    patching = found[-2]
     counts["patching: patched passes"] = patching.patched_passes
     counts["patching: passes with one batch per layer"] = per_layer_passes(patching, model)
     return counts, seconds

@@ -252,8 +252,8 @@ def check_traces(bridge_model, nnsight_model, prompt, subject, label, **params):
 def test_lab_causal_trace_equals_the_bridge(lab_model, nnsight_lab, monkeypatch):
     counter = RunCounter(monkeypatch, nnsight_lab)
     ours, _ = check_traces(lab_model, nnsight_lab, LAB_PROMPTS[0], "t2 t3", "lab:induction", samples=3)
-    # the target's prediction, the clean run, then one run per sample (the 48 cells, 3 kinds × 8 tokens from the subject on × 2 layers, fit one run)
-    assert counter.take() == 2 + 3 and ours.scores.shape == (3, 10, 2)  # BOS and 9 tokens
+    # the clean run (it predicts the target), then one run per sample (the 48 cells, 3 kinds × 8 tokens from the subject on × 2 layers, fit one run)
+    assert counter.take() == 1 + 3 and ours.scores.shape == (3, 10, 2)  # BOS and 9 tokens
     check_traces(lab_model, nnsight_lab, LAB_PROMPTS[0], "t5", "lab:induction", samples=2, kinds="mlp", window=2, target="t6 t7")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from workbench.plugin_api import AnalysisContext, Cost, Progress
 from workbench.progress import sub_job
 
-from .engine_trace import cells_and_rows, trace_on_engine
+from .engine_trace import cells_and_rows, trace_prompt_on_engine
 from .noise import subject_noise
 from .reference import trace_reference
 from .request import build_request
@@ -21,15 +21,22 @@ from .tracing import trace_with_noise
 def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: int, noise: float, noise_scale: float, window: int, seed: int, method: str):
     model = ctx.model
     prompt = ctx.prompt
-    request = build_request(model, prompt, ctx.tokens(0), subject, target)
     chosen = KINDS if kinds == "all" else (kinds,)
-    corruption = subject_noise(model, request, samples, noise, noise_scale, seed)
     if model.engine.name != "bridge":
         # Whole passes with masked writes: the reference's numbers on any engine (engine_trace.py).
-        traced = yield from trace_on_engine(model, request, corruption, chosen, window)
+        # The clean run predicts the target and, on NDIF, brings the subject's embeddings: 2 jobs in all there.
+        request = build_request(model, prompt, ctx.tokens(0), subject, target, predict=False)
+        here = not model.engine.remote  # the embeddings are looked up here, as on the bridge
+
+        def noise_of(embeddings):
+            return subject_noise(model, request, samples, noise, noise_scale, seed, None if here else embeddings)
+
+        traced, request, corruption = yield from trace_prompt_on_engine(model, request, noise_of, chosen, window, predict=not target)
         scores, seconds, high, low = traced.scores, traced.seconds, traced.high_score, traced.low_score
         method = "batched-reference"
     elif method == "reference":
+        request = build_request(model, prompt, ctx.tokens(0), subject, target)
+        corruption = subject_noise(model, request, samples, noise, noise_scale, seed)
         yield Progress(0, request.n_tokens * len(chosen), "tracing")
         scores, seconds = {}, {}
         for k, kind in enumerate(chosen):
@@ -38,6 +45,8 @@ def run(ctx: AnalysisContext, subject: str, target: str, kinds: str, samples: in
             scores[kind], high, low = yield from sub_job(trace_reference(model, request, corruption, kind, window), offset, request.n_tokens, len(chosen) * request.n_tokens)
             seconds[kind] = time.perf_counter() - started
     else:
+        request = build_request(model, prompt, ctx.tokens(0), subject, target)
+        corruption = subject_noise(model, request, samples, noise, noise_scale, seed)
         yield Progress(0, request.n_tokens, "tracing")
         traced = yield from trace_with_noise(model, request, corruption, chosen, window)
         scores, seconds, high, low = traced.scores, traced.seconds, traced.high_score, traced.low_score

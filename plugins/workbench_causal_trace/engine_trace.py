@@ -20,7 +20,9 @@ score the corrupted P(target), as in the fast path.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -71,19 +73,43 @@ def _restore_writes(cells: list[tuple[str, int, int]], clean: dict[str, torch.Te
 
 def trace_on_engine(model: LoadedModel, request: TraceRequest, noise: SubjectNoise, kinds: tuple[str, ...] = KINDS, window: int = 10):
     """Generator: yields Progress per run; returns TraceScores (seconds not split by kind)."""
+    traced, _, _ = yield from trace_prompt_on_engine(model, request, noise, kinds, window)
+    return traced
+
+
+def trace_prompt_on_engine(
+    model: LoadedModel,
+    request: TraceRequest,
+    noise: SubjectNoise | Callable[[torch.Tensor], SubjectNoise],
+    kinds: tuple[str, ...] = KINDS,
+    window: int = 10,
+    predict: bool = False,
+):
+    """Generator: yields Progress per run; returns (TraceScores, the request, the noise).
+
+    The clean run is the first job and brings what the trace needs besides its states, so
+    on NDIF the whole trace is 2 jobs: `predict` takes the target as the model's top next
+    token from its logits (the request's target is then a one-token stand-in), and `noise`,
+    when a function, is made from the subject's embeddings as the clean run computed them
+    (hook_embed at the subject)."""
     engine = model.engine
     n_layers = model.n_layers
     sequence = torch.tensor([request.sequence])
     width = sequence.shape[1]
-    samples = noise.samples.shape[0]
     scored = list(range(request.n_tokens - 1, request.n_tokens - 1 + len(request.target_ids)))
     started = time.perf_counter()
     names = [RESTORED_HOOK[kind].format(layer) for kind in kinds for layer in range(n_layers)]
     with torch.inference_mode():  # no autograd graph: it would hold every row's activations
         clean_run = engine.run(sequence, reads=dict.fromkeys(["hook_embed", *names]), logit_positions=scored)
+    assert clean_run.logits is not None
+    if predict:
+        request = dataclasses.replace(request, target_ids=[int(clean_run.logits[0, -1].argmax())])
     high = float(target_probability(clean_run.logits, request.target_ids, 0)[0])
     clean = clean_run.activations
-    start, end = noise.subject_range
+    start, end = request.subject_range
+    if not isinstance(noise, SubjectNoise):
+        noise = noise(clean["hook_embed"][0, start:end])
+    samples = noise.samples.shape[0]
     noised_embeddings = []
     for sample in range(samples):
         embedding = clean["hook_embed"].clone()
@@ -120,4 +146,4 @@ def trace_on_engine(model: LoadedModel, request: TraceRequest, noise: SubjectNoi
         for (kind, token, layer), value in zip(chunk, (total[:-1] / samples).tolist()):
             scores[kind][token, layer] = value
     seconds = time.perf_counter() - started
-    return TraceScores(scores, high, low, noise.level, samples, {kind: seconds / len(kinds) for kind in kinds})
+    return TraceScores(scores, high, low, noise.level, samples, {kind: seconds / len(kinds) for kind in kinds}), request, noise

@@ -40,14 +40,17 @@ class SubjectNoise:
         return add_noise
 
 
-def subject_noise(model: LoadedModel, request: TraceRequest, samples: int, noise: float, noise_scale: float, seed: int) -> SubjectNoise:
+def subject_noise(model: LoadedModel, request: TraceRequest, samples: int, noise: float, noise_scale: float, seed: int, embeddings: torch.Tensor | None = None) -> SubjectNoise:
     """Noise for S samples: `noise` when positive, else noise_scale × the std of the subject's embeddings.
 
     ROME estimates σ over the embeddings of many subjects; one prompt's subject tokens
     give the same quantity for this subject (the spread of its embedding entries).
+    `embeddings` [n_subject_tokens, d_model]: the subject's embeddings when the caller has
+    them (a remote trace's clean run), else they are looked up here.
     """
     start, end = request.subject_range
-    subject_embeddings = _subject_embeddings(model, request.token_ids[start:end]).detach().float()
+    found = embeddings if embeddings is not None else _subject_embeddings(model, request.token_ids[start:end])
+    subject_embeddings = found.detach().float()
     level = float(noise) if noise > 0 else float(noise_scale * subject_embeddings.std())
     generator = torch.Generator().manual_seed(int(seed))
     draws = torch.randn(samples, end - start, subject_embeddings.shape[-1], generator=generator) * level

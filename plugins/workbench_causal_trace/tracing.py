@@ -267,6 +267,10 @@ def causal_trace(
     """
     request = TraceRequest(list(token_ids), tuple(subject_range), list(target_ids))
     corruption = subject_noise(model, request, samples, noise or 0.0, noise_scale, seed)
+    if model.engine.name != "bridge":  # whole passes with writes, on any engine
+        from .engine_trace import trace_on_engine  # it builds on this module's TraceScores
+
+        return (yield from trace_on_engine(model, request, corruption, tuple(kinds), window))
     return (yield from trace_with_noise(model, request, corruption, tuple(kinds), window))
 
 

@@ -34,7 +34,8 @@ plugin = Plugin(
     analysis=Analysis(
         run="workbench_rome.analysis:run",
         cost="workbench_rome.cost:cost",
-        weights_in_place=True,  # edits an MLP output matrix in place
+        engines=("bridge", "nnsight"),
+        weights_in_place=("bridge",),  # edits an MLP output matrix in place there; an intervention on nnsight and NDIF
         needs_prompt=False,
         params=[
             Text("subject", default="", allow_empty=False, help="the subject as it appears in the prompt, e.g. Eiffel Tower"),
@@ -66,7 +67,8 @@ eval_plugin = Plugin(
     analysis=Analysis(
         run="workbench_rome.evaluation:run",
         cost="workbench_rome.cost:eval_cost",
-        weights_in_place=True,
+        engines=("bridge", "nnsight"),
+        weights_in_place=("bridge",),
         needs_prompt=False,
         params=[
             Text("dataset", default="", allow_empty=False, help="CounterFact-format JSON file"),

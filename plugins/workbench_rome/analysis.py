@@ -10,9 +10,11 @@ import torch
 
 from workbench.editing import EditStack
 from workbench.editing.covariance import key_statistics
+from workbench.editing.engine_edit import check_engine_edit, compute_edit_on_engine, intervention
 from workbench.editing.prompts import EditRequest, greedy_continuation, make_request, target_ids, target_probabilities, target_text
 from workbench.editing.rome import RomeHparams, compute_edit
 from workbench.editing.target import check_layer
+from workbench.engines import BridgeEngine
 from workbench.errors import InputError
 from workbench.plugin_api import AnalysisContext, Progress
 from workbench.progress import sub_job
@@ -32,11 +34,8 @@ def split_prompts(text: str) -> list[str]:
 @torch.no_grad()
 def current_answer(model, prompt: str, n_tokens: int) -> tuple[list[int], str]:
     """The model's greedy answer of n_tokens after prompt."""
-    device = next(model.bridge.parameters()).device
     ids = model.tokenize(prompt)
-    out: list[int] = []
-    for _ in range(max(1, n_tokens)):
-        out.append(int(model.bridge(torch.tensor([ids + out], device=device))[0, -1].argmax()))
+    out = model.engine.extend([ids], max(1, n_tokens))[0, len(ids) :].tolist()
     return out, model.tokenizer.decode(out)
 
 
@@ -88,13 +87,19 @@ def run(
     yield Progress(0, 4, "choosing the layer" if layer == -1 else "measuring before the edit")
     layer, trace = yield from choose_layer(ctx, request, layer)
 
+    # TransformerBridge: the edit goes into the weights, and the model stays edited. Other
+    # engines: the edit is an intervention on the runs that measure it (on NDIF the hosted
+    # weights cannot change), and the model is left as it was.
+    in_weights = isinstance(model.engine, BridgeEngine)
+    if not in_weights:
+        check_engine_edit(model, layer)
     prompt = request.prompt
     probes = [("prompt", prompt)] + [("paraphrase", p) for p in split_prompts(paraphrases)] + [("neighbour", p) for p in split_prompts(neighbours)]
     probe_prompts = [p for _, p in probes]
 
-    def measure() -> np.ndarray:
+    def measure(edits=()) -> np.ndarray:
         # One call for both targets: it runs each prompt once when a target is a single token.
-        both = target_probabilities(model, probe_prompts * 2, [request.target_new] * len(probes) + [request.target_true] * len(probes))
+        both = target_probabilities(model, probe_prompts * 2, [request.target_new] * len(probes) + [request.target_true] * len(probes), edits=edits)
         return np.stack([both[: len(probes)], both[len(probes) :]], axis=1).astype(np.float32)
 
     gen_prompts = [prompt] + [p for k, p in probes if k == "paraphrase"][:1]
@@ -104,14 +109,20 @@ def run(
     yield Progress(1, 4, f"key statistics of layer {layer}")
     stats = yield from sub_job(key_statistics(model, layer, corpus=corpus), 1, 1.0, 4)
     started = time.perf_counter()
-    computation = yield from sub_job(compute_edit(model, request, layer, stats.second_moment, hp), 2, 1.0, 4)
+    compute = compute_edit if in_weights else compute_edit_on_engine
+    computation = yield from sub_job(compute(model, request, layer, stats.second_moment, hp), 2, 1.0, 4)
     edit = computation.edit
-    EditStack.of(model).apply(edit)
+    edits = ()
+    if in_weights:
+        EditStack.of(model).apply(edit)
+    else:
+        edits = (intervention(edit),)
+        edit.fingerprint_before = edit.fingerprint_after = model.fingerprint
     seconds_edit = time.perf_counter() - started
 
     yield Progress(3, 4, "measuring after the edit")
-    p_after = measure()
-    gens_after = [greedy_continuation(model, p, gen_tokens) for p in gen_prompts] if gen_tokens else []
+    p_after = measure(edits)
+    gens_after = [greedy_continuation(model, p, gen_tokens, edits=edits) for p in gen_prompts] if gen_tokens else []
     return RomeEditResult(
         subject=request.subject,
         template=request.template,
@@ -147,4 +158,5 @@ def run(
         trace_subject=list(trace.subject_range) if trace is not None else [],
         trace_high=trace.high if trace is not None else 0.0,
         trace_low=trace.low if trace is not None else 0.0,
+        applied_as="weights" if in_weights else "intervention",
     )

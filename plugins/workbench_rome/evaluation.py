@@ -3,15 +3,18 @@ undone exactly (bit for bit, checked) before the next one."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 
 from workbench.editing.covariance import key_statistics
 from workbench.editing.edits import applied_temporarily
+from workbench.editing.engine_edit import check_engine_edit, compute_edit_on_engine, intervention
 from workbench.editing.prompts import greedy_continuation, target_probabilities
 from workbench.editing.rome import RomeHparams, compute_edit
 from workbench.editing.target import check_layer
+from workbench.engines import BridgeEngine
 from workbench.plugin_api import AnalysisContext, Progress
 from workbench.progress import sub_job
 
@@ -23,12 +26,13 @@ from .fluency import fluency
 TRACED_CASES = 3
 
 
-def case_metrics(model, case: Case) -> dict:
-    """ES/PS/NS and EM/PM/NM of one case on the model as it is now (the edited one)."""
+def case_metrics(model, case: Case, edits=()) -> dict:
+    """ES/PS/NS and EM/PM/NM of one case on the model as it is now (the edited one), or with
+    `edits` applied as interventions."""
     r = case.request
     prompts = [r.prompt] + case.paraphrases + case.neighbours
     # One call for both targets: it runs each prompt once when a target is a single token.
-    both = np.asarray(target_probabilities(model, prompts * 2, [r.target_new] * len(prompts) + [r.target_true] * len(prompts)))
+    both = np.asarray(target_probabilities(model, prompts * 2, [r.target_new] * len(prompts) + [r.target_true] * len(prompts), edits=edits))
     new, true = both[: len(prompts)], both[len(prompts) :]
     para = slice(1, 1 + len(case.paraphrases))
     neigh = slice(1 + len(case.paraphrases), len(prompts))
@@ -70,17 +74,23 @@ def run(
     if layer == -1:
         layer, traced = yield from sub_job(auto_layer(ctx, cases), 0, 1.0, total)
     check_layer(model, layer)
+    # TransformerBridge: each edit goes into the weights and is undone; other engines: an intervention.
+    in_weights = isinstance(model.engine, BridgeEngine)
+    if not in_weights:
+        check_engine_edit(model, layer)
     stats = yield from sub_job(key_statistics(model, layer, corpus=corpus), 1, 1.0, total)
     fingerprint = model.fingerprint
     rows, fluencies = [], []
     for index, case in enumerate(cases):
         started = time.perf_counter()
-        computation = yield from sub_job(compute_edit(model, case.request, layer, stats.second_moment, hp), 2 + index, 1.0, total)
-        with applied_temporarily(model, computation.edit):
-            metrics = case_metrics(model, case)
+        compute = compute_edit if in_weights else compute_edit_on_engine
+        computation = yield from sub_job(compute(model, case.request, layer, stats.second_moment, hp), 2 + index, 1.0, total)
+        edits = () if in_weights else (intervention(computation.edit),)
+        with applied_temporarily(model, computation.edit) if in_weights else contextlib.nullcontext():
+            metrics = case_metrics(model, case, edits)
             if gen_tokens:
                 prompts = case.generation_prompts[:2] or [case.request.prompt]
-                fluencies.append(float(np.mean([fluency(greedy_continuation(model, p, gen_tokens)) for p in prompts])))
+                fluencies.append(float(np.mean([fluency(greedy_continuation(model, p, gen_tokens, edits=edits)) for p in prompts])))
         # The edit is off again: the next case starts from the same weights.
         assert model.fingerprint == fingerprint, "the model's fingerprint did not come back after an edit was undone"
         rows.append({"case_id": case.case_id, **metrics, "seconds": round(time.perf_counter() - started, 3)})

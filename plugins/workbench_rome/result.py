@@ -55,6 +55,10 @@ class RomeEditResult(Result):
     trace_subject: list = field(default_factory=list)  # [start, end)
     trace_high: float = 0.0
     trace_low: float = 0.0
+    # "weights": the model's weights were edited (TransformerBridge; the model stays edited);
+    # "intervention": the edit was added to the runs that measured it (nnsight, NDIF), the
+    # weights untouched.
+    applied_as: str = "weights"
 
     @property
     def prompt(self) -> str:
@@ -99,6 +103,7 @@ class RomeEditResult(Result):
             "seconds_edit": _r(self.seconds_edit, 3),
             "fingerprint_before": self.fingerprint_before,
             "fingerprint_after": self.fingerprint_after,
+            "applied_as": self.applied_as,
         }
         return out
 
@@ -170,11 +175,15 @@ class RomeEditResult(Result):
         return ReportSection(
             title=f"ROME: {self.subject} → {self.target_new.strip()}",
             how_to_read=(
-                f"The edit rewrote layer {self.layer}'s MLP output weight by a rank-one update so that '{self.prompt}' continues with "
+                f"The edit {'rewrote' if self.applied_as == 'weights' else 'added, as an intervention,'} layer {self.layer}'s MLP output weight by a rank-one update so that '{self.prompt}' continues with "
                 f"'{self.target_new.strip()}' instead of '{self.target_true.strip()}'. Prompt and paraphrase bars should move right of zero; "
                 "neighbour bars (other subjects with the same true answer) should stay left of it."
             ),
             figures=figures,
             tables=[numbers, probes, gens],
-            notes=[f"Model fingerprint after the edit: {self.fingerprint_after}. Undo restores {self.fingerprint_before}."],
+            notes=[
+                f"Model fingerprint after the edit: {self.fingerprint_after}. Undo restores {self.fingerprint_before}."
+                if self.applied_as == "weights"
+                else f"The edit was applied as an intervention (W + right ⊗ u added to the MLP projection's output in the runs that measured it); the model's weights were not changed (fingerprint {self.fingerprint_before})."
+            ],
         )

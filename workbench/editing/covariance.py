@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from ..disk import replacing
+from ..engines import BridgeEngine
 from ..errors import InputError
 from ..paths import assets_dir, cache_dir
 from ..progress import Progress
-from .target import mlp_output
+from .target import check_layer, mlp_output
 
 SHIPPED_CORPUS = "corpus/smollm2-samples.txt"
 KEYS_PER_DIMENSION = 10  # keys wanted per MLP dimension
@@ -74,13 +75,12 @@ def _unknown_share(model, ids: list[int]) -> float:
 @torch.no_grad()
 def sample_tokens(model, n_tokens: int, seq_len: int, seed: int = 0) -> list[list[int]]:
     """Sequences sampled from the model itself (temperature 1) for models that cannot read the corpus."""
-    device = next(model.bridge.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     start = model.bos_token_id if model.bos_token_id is not None else 0
     n_seq = max(1, -(-n_tokens // seq_len))
     seqs = torch.full((n_seq, 1), start, dtype=torch.long)
     while seqs.shape[1] < seq_len:
-        probs = torch.softmax(model.bridge(seqs.to(device))[:, -1].float().cpu(), dim=-1)
+        probs = torch.softmax(model.engine.run(seqs, logit_positions=[-1]).logits[:, -1].float().cpu(), dim=-1)
         seqs = torch.cat([seqs, torch.multinomial(probs, 1, generator=generator)], dim=1)
     return seqs.tolist()
 
@@ -191,14 +191,19 @@ def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = N
 
     corpus: '' for the shipped corpus, 'sample' for text sampled from the model, or a file path.
     """
-    target = mlp_output(model, layer)
+    on_bridge = isinstance(model.engine, BridgeEngine)
+    # On TransformerBridge the keys come from the module ROME edits; another engine reads
+    # them at the seam's mlp.hook_post (the input of that module) and sums them where it runs.
+    target = mlp_output(model, layer) if on_bridge else None
+    check_layer(model, layer)
+    model.engine.check_edit(layer)
     d_mlp = int(model.cfg.d_mlp)
     base, _, corpus_key, n_tokens, _ = _entry(model, layer, corpus, n_tokens, folder)
     cached = read_cached(base, layer, corpus_key, n_tokens, folder)
     if cached is not None:
         return cached
     started = time.perf_counter()
-    device = next(model.bridge.parameters()).device
+    device = model.engine.device
     yield Progress(0, 1, "reading the corpus")
     seqs, label = corpus_sequences(model, corpus, n_tokens)
     total_tokens = sum(len(s) for s in seqs)
@@ -206,16 +211,27 @@ def key_statistics(model, layer: int, corpus: str = "", n_tokens: int | None = N
         raise InputError(f"The corpus gives {total_tokens} tokens; the key statistics need at least {d_mlp} (d_mlp), better {KEYS_PER_DIMENSION * d_mlp}.", "give a longer corpus file")
     moment = torch.zeros(d_mlp, d_mlp, dtype=torch.float64)
     count, done = 0, 0
+    batches = []
+    for start in range(0, len(seqs), BATCH_SEQUENCES):
+        batch = seqs[start : start + BATCH_SEQUENCES]
+        width = max(len(s) for s in batch)
+        ids = torch.tensor([s + [0] * (width - len(s)) for s in batch], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], dtype=torch.bool)
+        batches.append((ids, mask, sum(len(s) for s in batch)))
+    # A remote model sums every batch in one job; here each batch is a step of the progress.
+    groups = [batches] if model.engine.remote else [[b] for b in batches]
     with _unedited(model):
-        for start in range(0, len(seqs), BATCH_SEQUENCES):
-            batch = seqs[start : start + BATCH_SEQUENCES]
-            width = max(len(s) for s in batch)
-            ids = torch.tensor([s + [0] * (width - len(s)) for s in batch], device=device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], dtype=torch.bool)
-            flat = target.keys_of(model.bridge, ids).float().cpu()[mask].double()
-            moment += flat.T @ flat
-            count += flat.shape[0]
-            done += sum(len(s) for s in batch)
+        for group in groups:
+            if target is not None:
+                ids, mask, _ = group[0]
+                flat = target.keys_of(model.bridge, ids).float().cpu()[mask].double()
+                moment += flat.T @ flat
+                count += flat.shape[0]
+            else:
+                part, n = model.engine.second_moment([(ids, mask) for ids, mask, _ in group], f"blocks.{layer}.mlp.hook_post")
+                moment += part
+                count += n
+            done += sum(n_tokens for _, _, n_tokens in group)
             yield Progress(done, total_tokens, f"key statistics of layer {layer}: {done} of {total_tokens} tokens")
     stats = KeyStats(layer, (moment / count).float().numpy(), count, label, time.perf_counter() - started)
     _write_cache(stats, base, corpus_key, n_tokens, folder)

@@ -3,10 +3,13 @@ and teacher-forced batches of right-padded prompts."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
+from ..engines import BridgeEngine
+from ..engines.base import RankOneEdit, RunRequest, TokenChoice, TokenScores
 from ..errors import InputError
 from ..hooks.partial_run import select_hook
 
@@ -119,23 +122,34 @@ def shared_rows(sequences: list[list[int]]) -> tuple[list[list[int]], list[int]]
     return rows, host
 
 
+def _teacher_forced(model, prompts: list[str], targets: list[str]) -> tuple[list[list[int]], list[list[int]], list[list[int]], list[int], list[int]]:
+    """(prompt ids, target ids, rows, host, first) of pairs scored teacher-forced: the rows
+    (shared_rows) and, per row, the earliest position that predicts a target token."""
+    ids = [model.tokenize(p) for p in prompts]
+    tids = [target_ids(model, p, t) for p, t in zip(prompts, targets)]
+    rows, host = shared_rows([list(i) + list(t[:-1]) for i, t in zip(ids, tids)])
+    first = [len(row) for row in rows]
+    for pair, r in enumerate(host):
+        first[r] = min(first[r], len(ids[pair]) - 1)
+    return ids, tids, rows, host, first
+
+
 @torch.no_grad()
-def target_probabilities(model, prompts: list[str], targets: list[str], batch: int = 16) -> list[float]:
+def target_probabilities(model, prompts: list[str], targets: list[str], batch: int = 16, edits: Sequence[RankOneEdit] = ()) -> list[float]:
     """P(target | prompt) of each pair: the product of its teacher-forced token probabilities.
 
     Pairs share a pass where one's teacher-forced tokens (prompt + target[:-1]) begin
     another's (shared_rows): a prompt's new and true targets cost one row, not two, when
     one of them is a single token. Only the positions that predict a target token are
     projected onto the vocabulary, which costs as much as several blocks per position.
+    `edits` (RankOneEdits, applied as interventions) and engines other than TransformerBridge
+    take the engine's path: every pass in one `run_many` (one job on NDIF), and only the
+    scored tokens' log-probabilities come back (TokenScores).
     """
+    if edits or not isinstance(model.engine, BridgeEngine):
+        return _engine_target_probabilities(model, prompts, targets, batch, edits)
     device = next(model.bridge.parameters()).device
-    ids = [model.tokenize(p) for p in prompts]
-    tids = [target_ids(model, p, t) for p, t in zip(prompts, targets)]
-    rows, host = shared_rows([list(i) + list(t[:-1]) for i, t in zip(ids, tids)])
-    # Each row's logits are needed from the earliest position that predicts a target token on.
-    first = [len(row) for row in rows]
-    for pair, r in enumerate(host):
-        first[r] = min(first[r], len(ids[pair]) - 1)
+    ids, tids, rows, host, first = _teacher_forced(model, prompts, targets)
     out = [0.0] * len(prompts)
     for start in range(0, len(rows), batch):
         chunk = range(start, min(start + batch, len(rows)))
@@ -152,19 +166,37 @@ def target_probabilities(model, prompts: list[str], targets: list[str], batch: i
     return out
 
 
+def _engine_target_probabilities(model, prompts: list[str], targets: list[str], batch: int, edits: Sequence[RankOneEdit]) -> list[float]:
+    ids, tids, rows, host, _ = _teacher_forced(model, prompts, targets)
+    requests, owners = [], []
+    for start in range(0, len(rows), batch):
+        chunk = list(range(start, min(start + batch, len(rows))))
+        pairs = [(pair, j, t) for pair, r in enumerate(host) if r in chunk for j, t in enumerate(tids[pair])]
+        scores = TokenScores(
+            rows=torch.tensor([host[pair] - start for pair, _, _ in pairs]),
+            positions=torch.tensor([len(ids[pair]) - 1 + j for pair, j, _ in pairs]),
+            tokens=torch.tensor([t for _, _, t in pairs]),
+        )
+        requests.append(RunRequest(padded_batch([rows[r] for r in chunk]), logits=False, edits=tuple(edits), scores=scores))
+        owners.append(torch.tensor([pair for pair, _, _ in pairs], dtype=torch.long))
+    totals = torch.zeros(len(prompts), dtype=torch.float32)
+    with torch.inference_mode():
+        for run, owner in zip(model.engine.run_many(requests), owners):
+            assert run.scores is not None
+            totals.index_add_(0, owner, run.scores.float().cpu())
+    return [float(torch.exp(total)) for total in totals]
+
+
 @torch.no_grad()
-def greedy_continuation(model, prompt: str, n_tokens: int) -> str:
-    """The model's greedy continuation of prompt (no KV cache: short texts, small models)."""
-    device = next(model.bridge.parameters()).device
+def greedy_continuation(model, prompt: str, n_tokens: int, edits: Sequence[RankOneEdit] = ()) -> str:
+    """The model's greedy continuation of prompt (no KV cache: short texts, small models),
+    with `edits` applied as interventions; every token in one engine call (one NDIF job)."""
     ids = model.tokenize(prompt)
-    new: list[int] = []
     eos = getattr(model.tokenizer, "eos_token_id", None)
-    for _ in range(n_tokens):
-        if len(ids) + len(new) >= model.n_ctx:
-            break
-        logits = model.bridge(torch.tensor([ids + new], device=device))
-        token = int(logits[0, -1].argmax())
-        if token == eos:
-            break
-        new.append(token)
+    n_tokens = min(n_tokens, model.n_ctx - len(ids))
+    if n_tokens <= 0:
+        return model.decode([])
+    new = model.engine.extend([ids], n_tokens, TokenChoice(stop_token=eos), edits)[0, len(ids) :].tolist()
+    if eos in new:
+        new = new[: new.index(eos)]
     return model.decode(new)

@@ -18,12 +18,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..engines.base import DeltaFit, TokenChoice
+from ..engines.fitting import fit_steps
 from ..errors import InputError
 from ..progress import Progress
 from .delta_pass import DeltaPass
 from .edits import RomeEdit
 from .prompts import EditRequest, padded_batch, target_ids
 from .target import MlpOutput, mlp_output
+from .v_objective import VObjective
 
 # MEMIT's prefix seeds for models whose tokenizer adds no BOS to start from.
 PREFIX_STARTS = ("The", "Therefore", "Because", "I", "You")
@@ -66,7 +69,7 @@ class RomeComputation:
 
 
 def _device(model) -> torch.device:
-    return next(model.bridge.parameters()).device
+    return model.engine.device
 
 
 @torch.no_grad()
@@ -74,7 +77,6 @@ def sample_prefixes(model, count: int, length: int, seed: int) -> list[str]:
     """count texts of `length` tokens sampled from the model (top-5, as ROME's generate_fast)."""
     if count <= 0:
         return []
-    generator = torch.Generator().manual_seed(seed * 1000 + length)
     tok = model.tokenizer
     starts: list[list[int]] = []
     if model.tokenizer_prepends_bos and model.bos_token_id is not None:
@@ -88,15 +90,9 @@ def sample_prefixes(model, count: int, length: int, seed: int) -> list[str]:
             starts = [[model.bos_token_id if model.bos_token_id is not None else 0]]
     seqs = torch.tensor([starts[i % len(starts)] for i in range(count)], dtype=torch.long)
     skip = 1 if model.tokenizer_prepends_bos else 0
-    special = set(getattr(tok, "all_special_ids", []) or [])
-    while seqs.shape[1] < length + 1:
-        logits = model.bridge(seqs.to(_device(model)))[:, -1].float().cpu()
-        for s in special:
-            if 0 <= s < logits.shape[-1]:
-                logits[:, s] = -torch.inf
-        top = torch.topk(logits, 5, dim=-1)
-        choice = torch.multinomial(torch.softmax(top.values, dim=-1), 1, generator=generator)
-        seqs = torch.cat([seqs, top.indices.gather(1, choice)], dim=1)
+    special = tuple(sorted(set(getattr(tok, "all_special_ids", []) or [])))
+    # All tokens in one engine call: one job on NDIF.
+    seqs = model.engine.extend(seqs, length + 1 - seqs.shape[1], TokenChoice(top_k=5, seed=seed * 1000 + length, banned=special))
     texts = [tok.decode(row[skip:].tolist()) for row in seqs]
     return [t.replace("{", "").replace("}", "").strip() for t in texts]
 
@@ -145,6 +141,13 @@ def _contexts(request: EditRequest, templates: list[str]) -> tuple[list[str], li
     return texts, ends
 
 
+def edit_contexts(model, request: EditRequest, hp: RomeHparams) -> tuple[list[str], list[list[int]], list[int]]:
+    """(texts, their ids, each one's last subject token): the prompt behind each context prefix."""
+    texts, ends = _contexts(request, context_templates(model, hp))
+    ids, positions = _subject_positions(model, texts, ends)
+    return texts, ids, positions
+
+
 def compute_k(model, target: MlpOutput, ids: list[list[int]], positions: list[int]) -> torch.Tensor:
     """k*: the mean key at the subject's last token over the contexts."""
     keys = target.keys_of(model.bridge, padded_batch(ids).to(_device(model))).float()[torch.arange(len(ids)), torch.tensor(positions)]
@@ -165,9 +168,19 @@ def _frozen(model):
     return Frozen()
 
 
-def compute_v(model, target: MlpOutput, request: EditRequest, ctx_ids, ctx_positions, v0: torch.Tensor, hp: RomeHparams, prompt_texts: list[str]):
-    """Generator: yields Progress per step, returns (v*, losses [step, 4], P(target) per step)."""
-    device = _device(model)
+@dataclass
+class VSearch:
+    """The v* search's rows and what its loss reads, shared by every engine: the prefixed
+    prompts with the new target teacher-forced, then the KL prompt; δ goes in at each row's
+    edit position, and logits are needed at needed_pos [rows, needed]."""
+
+    rows: list[list[int]]
+    edit_pos: list[int]
+    needed_pos: torch.Tensor
+    objective: VObjective
+
+
+def v_search(model, request: EditRequest, ctx_ids, ctx_positions, v0: torch.Tensor, hp: RomeHparams, prompt_texts: list[str]) -> VSearch:
     new_ids = [target_ids(model, text, request.target_new) for text in prompt_texts]
     kl_text = KL_TEMPLATE.replace("{}", request.subject)
     kl_ids, kl_pos = _subject_positions(model, [kl_text], [len(request.subject)])
@@ -182,46 +195,53 @@ def compute_v(model, target: MlpOutput, request: EditRequest, ctx_ids, ctx_posit
     for r, (ids, t) in enumerate(zip(ctx_ids, new_ids)):
         for j, token in enumerate(t):
             pred_pos[r, j], pred_tok[r, j], mask[r, j] = len(ids) - 1 + j, token, 1.0
-    pred_pos, pred_tok, mask = pred_pos.to(device), pred_tok.to(device), mask.to(device)
-
     # Every row's logits are needed only where a target token is predicted (the KL
     # row: at the subject); row r's j-th needed position is needed_pos[r, j].
-    needed_pos = torch.cat([pred_pos, torch.tensor(kl_pos, device=device)[:, None].expand(-1, width)])
-    logits_with = DeltaPass(model, target, rows, edit_pos, needed_pos)
+    needed_pos = torch.cat([pred_pos, torch.tensor(kl_pos)[:, None].expand(-1, width)])
+    v0_norm = v0.float().norm()
+    objective = VObjective(
+        n_ctx=n_ctx,
+        pred_tok=pred_tok,
+        mask=mask,
+        kl_factor=hp.kl_factor,
+        weight_decay=hp.v_weight_decay,
+        v0_norm=float(v0_norm),
+        max_norm=float(hp.clamp_norm_factor * v0_norm),
+        early_stop_loss=hp.early_stop_loss,
+    )
+    return VSearch(rows, edit_pos, needed_pos, objective)
 
-    delta = torch.zeros_like(v0, device=device, requires_grad=True)
-    optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
-    v0_norm = v0.norm().to(device)
-    max_norm = hp.clamp_norm_factor * v0_norm
 
-    kl_init = None
-    losses, probs = [], []
+def delta_fit(search: VSearch, point: str, d_model: int, hp: RomeHparams) -> DeltaFit:
+    """The search as Engine.fit_delta takes it (right-padded rows: padding comes after every position read)."""
+    return DeltaFit(padded_batch(search.rows), point, search.edit_pos, search.needed_pos, search.objective, d_model, hp.v_steps, hp.v_lr)
+
+
+def _history(records: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(losses [step, 4], P(target) per step) from the objective's records."""
+    return np.asarray([r[:4] for r in records], dtype=np.float32).reshape(-1, 4), np.asarray([r[4] for r in records], dtype=np.float32)
+
+
+def _step_message(step: int, record: list[float]) -> str:
+    return f"optimising v*: step {step + 1}, loss {record[0]:.3f}"
+
+
+def compute_v(model, target: MlpOutput, request: EditRequest, ctx_ids, ctx_positions, v0: torch.Tensor, hp: RomeHparams, prompt_texts: list[str]):
+    """Generator: yields Progress per step, returns (v*, losses [step, 4], P(target) per step).
+    On TransformerBridge, each step runs from the edited layer on (DeltaPass)."""
+    device = _device(model)
+    search = v_search(model, request, ctx_ids, ctx_positions, v0, hp, prompt_texts)
+    logits_with = DeltaPass(model, target, search.rows, search.edit_pos, search.needed_pos)
+    fit = delta_fit(search, target.value_hook, int(v0.numel()), hp)
+    records: list[list[float]] = []
+    delta = torch.zeros_like(v0)
     with _frozen(model), torch.enable_grad():
-        for step in range(hp.v_steps):
-            optimizer.zero_grad()
-            logits = logits_with(delta).float()
-            log_probs = torch.log_softmax(logits[:n_ctx], dim=-1)
-            picked = log_probs[torch.arange(n_ctx, device=device)[:, None], torch.arange(width, device=device), pred_tok] * mask
-            nll_each = -picked.sum(1) / mask.sum(1)
-            nll = nll_each.mean()
-            kl_logp = torch.log_softmax(logits[n_ctx:, 0], dim=-1)
-            if kl_init is None:
-                kl_init = kl_logp.detach().clone()
-            kl = hp.kl_factor * torch.nn.functional.kl_div(kl_logp, kl_init, log_target=True, reduction="batchmean")
-            decay = hp.v_weight_decay * (delta.norm() / v0_norm**2)
-            loss = nll + kl + decay
-            losses.append([float(loss.detach()), float(nll.detach()), float(kl.detach()), float(decay.detach())])
-            probs.append(float(torch.exp(-nll_each.detach()).mean()))
-            yield Progress(step + 1, hp.v_steps, f"optimising v*: step {step + 1}, loss {losses[-1][0]:.3f}")
-            if losses[-1][0] < hp.early_stop_loss or step == hp.v_steps - 1:
-                break
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                if delta.norm() > max_norm:
-                    delta.mul_(max_norm / delta.norm())
+        for step, record, current in fit_steps(logits_with, fit, device):
+            delta = current
+            records.append(record)
+            yield Progress(step + 1, hp.v_steps, _step_message(step, record))
     v_star = (v0.to(device) + delta.detach()).cpu()
-    return v_star, np.asarray(losses, dtype=np.float32), np.asarray(probs, dtype=np.float32)
+    return (v_star, *_history(records))
 
 
 # The LU factors of the last C solved with: every edit of an evaluation (and of a session at
@@ -263,9 +283,7 @@ def compute_edit(model, request: EditRequest, layer: int, second_moment: np.ndar
     target = mlp_output(model, layer)
     started = time.perf_counter()
     yield Progress(0, hp.v_steps + 2, "sampling context prefixes")
-    templates = context_templates(model, hp)
-    texts, ends = _contexts(request, templates)
-    ids, positions = _subject_positions(model, texts, ends)
+    texts, ids, positions = edit_contexts(model, request, hp)
     yield Progress(1, hp.v_steps + 2, "computing k*")
     k_star = compute_k(model, target, ids, positions)
     v0 = target.output(k_star).cpu()
@@ -278,8 +296,13 @@ def compute_edit(model, request: EditRequest, layer: int, second_moment: np.ndar
             v_star, losses, probs = stop.value
             break
         yield Progress(1 + p.done, hp.v_steps + 2, p.message)
+    return finished_edit(second_moment, request, layer, hp, target.name, texts, k_star, v_star, v0, losses, probs, started, seconds_k)
+
+
+def finished_edit(second_moment, request: EditRequest, layer: int, hp: RomeHparams, weight_name: str, texts, k_star, v_star, v0, losses, probs, started: float, seconds_k: float) -> RomeComputation:
+    """The update from k*, v* and C, and everything it was made of."""
     u, right = rank_one_update(second_moment, k_star, v_star, v0)
-    edit = RomeEdit(layer=layer, left=u, right=right, request=request.to_dict(), hparams=hp.to_dict(), weight_name=target.name)
+    edit = RomeEdit(layer=layer, left=u, right=right, request=request.to_dict(), hparams=hp.to_dict(), weight_name=weight_name)
     return RomeComputation(
         edit=edit,
         contexts=texts,

@@ -6,7 +6,29 @@ gives back the logits and the activations read (base.py). Two implementations:
 (an nnsight trace over the same Hugging Face model: `nnsight:<spec>` models, and NDIF).
 """
 
-from .base import GLOBAL_POINTS, SEAM_POINTS, Decode, Decoded, Engine, EngineRun, HookPoint, ModelShape, Positions, RunRequest, Write, parse_hook, read_chunks, seam_hook_names, seam_shape
+from .base import (
+    GLOBAL_POINTS,
+    SEAM_POINTS,
+    Decode,
+    Decoded,
+    DeltaFit,
+    Engine,
+    EngineRun,
+    FitObjective,
+    FittedDelta,
+    HookPoint,
+    ModelShape,
+    Positions,
+    RankOneEdit,
+    RunRequest,
+    TokenChoice,
+    TokenScores,
+    Write,
+    parse_hook,
+    read_chunks,
+    seam_hook_names,
+    seam_shape,
+)
 from .bridge import BridgeEngine
 from .families import MODULE_MAPS, ModuleMap, module_map_for
 from .nnsight_engine import NnsightEngine
@@ -19,15 +41,21 @@ __all__ = [
     "BridgeEngine",
     "Decode",
     "Decoded",
+    "DeltaFit",
     "Engine",
     "EngineRun",
+    "FitObjective",
+    "FittedDelta",
     "HookPoint",
     "ModelShape",
     "ModuleMap",
     "NnsightEngine",
     "RemoteMode",
     "Positions",
+    "RankOneEdit",
     "RunRequest",
+    "TokenChoice",
+    "TokenScores",
     "Write",
     "module_map_for",
     "parse_hook",

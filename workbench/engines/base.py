@@ -16,6 +16,10 @@ onto the Hugging Face module tree through one `ModuleMap` per family. An analysi
 against this interface runs on both, and (later) on NDIF, where the nnsight engine's run is
 the same trace sent with `remote=True`.
 
+Beyond one pass, three calls keep a loop where the model runs (on NDIF, one job each):
+`extend` (tokens chosen one at a time), `fit_delta` (gradient steps on an added vector)
+and `second_moment` (Σ x xᵀ of a hook point over many batches).
+
 The engine sets no grad mode: callers wrap runs in `torch.inference_mode()` as they did.
 """
 
@@ -24,9 +28,9 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -43,6 +47,7 @@ SEAM_POINTS: dict[str, str] = {
     "hook_resid_mid": "[b, p, d_model] the residual stream after attention, before the MLP (sequential blocks only)",
     "hook_resid_post": "[b, p, d_model] the residual stream leaving the block",
     "hook_attn_out": "[b, p, d_model] the attention sublayer's output, as added to the residual",
+    "mlp.hook_post": "[b, p, d_mlp] the MLP's hidden activation: the input of its output projection (the keys a rank-one edit reads)",
     "hook_mlp_out": "[b, p, d_model] the MLP sublayer's output, as added to the residual",
     "attn.hook_pattern": "[b, heads, p (query), key] attention weights after the softmax",
     "attn.hook_z": "[b, p, heads, d_head] each head's weighted values, before the output projection",
@@ -87,7 +92,7 @@ def parse_hook(name: str, n_layers: int) -> HookPoint:
 
 def seam_hook_names(n_layers: int, points: Sequence[str] | None = None) -> list[str]:
     """Every seam hook name of a model, in the order a forward pass computes them."""
-    per_block = [p for p in ("hook_resid_pre", "attn.hook_z", "attn.hook_pattern", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post") if points is None or p in points]
+    per_block = [p for p in ("hook_resid_pre", "attn.hook_z", "attn.hook_pattern", "hook_attn_out", "hook_resid_mid", "mlp.hook_post", "hook_mlp_out", "hook_resid_post") if points is None or p in points]
     return ["hook_embed"] + [f"blocks.{layer}.{p}" for layer in range(n_layers) for p in per_block] + ["ln_final.hook_normalized"]
 
 
@@ -97,6 +102,8 @@ def seam_shape(cfg: Any, name: str, rows: int, width: int) -> tuple[int, ...]:
         return (rows, int(cfg.n_heads), width, width)
     if name.endswith("attn.hook_z"):
         return (rows, width, int(cfg.n_heads), int(cfg.d_head))
+    if name.endswith("mlp.hook_post"):
+        return (rows, width, int(cfg.d_mlp))
     return (rows, width, int(cfg.d_model))
 
 
@@ -173,6 +180,36 @@ def replace_positions(tensor: torch.Tensor, axis: int, write: Write) -> torch.Te
 
 
 @dataclass(frozen=True)
+class RankOneEdit:
+    """A rank-one change to one layer's MLP output projection, applied as an intervention:
+    the projection acts as W + right ⊗ left, so its output gains right · (left · k) at every
+    position, k being its input (`mlp.hook_post`). The weights themselves are untouched, which
+    is how an edit runs on a model whose weights stay on NDIF. left: [d_mlp]; right: [d_model]."""
+
+    layer: int
+    left: torch.Tensor
+    right: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """Teacher-forced log-probabilities taken where the model runs: for each i, log P(tokens[i]
+    | row rows[i] up to position positions[i]), from the model's logits at that position.
+    What comes back is one number per pair instead of a vocabulary of logits per position
+    (a 128k-token vocabulary on NDIF). rows, positions, tokens: int64 [n]."""
+
+    rows: torch.Tensor
+    positions: torch.Tensor
+    tokens: torch.Tensor
+
+
+def score_tokens(logits: torch.Tensor, scores: TokenScores) -> torch.Tensor:
+    """TokenScores' answer [n] from logits [b, p, vocab] (inside a trace, or here)."""
+    picked = logits[scores.rows, scores.positions].float()
+    return torch.log_softmax(picked, dim=-1).gather(-1, scores.tokens[:, None])[:, 0]
+
+
+@dataclass(frozen=True)
 class RunRequest:
     """One run of `Engine.run_many`: the arguments of `Engine.run`."""
 
@@ -182,6 +219,8 @@ class RunRequest:
     logits: bool = True
     logit_positions: Positions = None
     decode: Mapping[str, Decode] = field(default_factory=dict)
+    edits: Sequence[RankOneEdit] = ()
+    scores: TokenScores | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +233,8 @@ class _PreparedRun:
     logits: bool
     logit_positions: Positions
     decode: dict[str, tuple[HookPoint, Decode]] = field(default_factory=dict)
+    edits: tuple[RankOneEdit, ...] = ()
+    scores: TokenScores | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +278,81 @@ class EngineRun:
     logits: torch.Tensor | None
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
     decoded: dict[str, Decoded] = field(default_factory=dict)
+    scores: torch.Tensor | None = None  # [n] log-probabilities, when TokenScores were asked for
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """How `Engine.extend` picks each next token: the most probable one (top_k 1), or one
+    drawn from the top_k most probable by a torch.Generator seeded with `seed` (ROME's
+    context prefixes: top 5). `banned` ids are never chosen; `stop_token` ends the rows."""
+
+    top_k: int = 1
+    seed: int = 0
+    banned: tuple[int, ...] = ()
+    stop_token: int | None = None
+
+    def generator(self) -> torch.Generator | None:
+        return torch.Generator().manual_seed(self.seed) if self.top_k > 1 else None
+
+    def stopped(self, ids: torch.Tensor) -> bool:
+        return self.stop_token is not None and bool((ids[:, -1] == self.stop_token).all())
+
+
+def choose_tokens(logits: torch.Tensor, choice: TokenChoice, generator: torch.Generator | None) -> torch.Tensor:
+    """The next token of each row [batch, 1] from its last logits [batch, vocab] (inside a
+    session, or here); the draw runs on the CPU, so a seed gives the same tokens anywhere."""
+    logits = logits.float().cpu().clone()  # the bans below must not reach the caller's logits
+    for banned in choice.banned:
+        if 0 <= banned < logits.shape[-1]:
+            logits[:, banned] = -torch.inf
+    if choice.top_k <= 1:
+        return logits.argmax(-1, keepdim=True)
+    top = torch.topk(logits, choice.top_k, dim=-1)
+    drawn = torch.multinomial(torch.softmax(top.values, dim=-1), 1, generator=generator)
+    return top.indices.gather(1, drawn)
+
+
+def _on(scores: TokenScores, device: torch.device) -> TokenScores:
+    return TokenScores(scores.rows.to(device), scores.positions.to(device), scores.tokens.to(device))
+
+
+class FitObjective(Protocol):
+    """What a DeltaFit minimises. It travels to NDIF by value with the session, so it holds
+    plain tensors and numbers and its class lives in the workbench (registered by value)."""
+
+    def loss(self, logits: torch.Tensor, delta: torch.Tensor, step: int) -> tuple[torch.Tensor, list[float], bool]:
+        """(loss to minimise, a record of numbers for this step, stop now?) from the logits
+        [rows, needed, vocab] of a pass with δ added."""
+        ...
+
+    def constrain(self, delta: torch.Tensor) -> None:
+        """Change δ in place after an optimiser step (e.g. clamp its norm)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeltaFit:
+    """A vector δ [size] added to hook point `point` at positions[r] of each row r of
+    `tokens` [rows, width], fitted by Adam (lr) for at most `steps` passes to minimise
+    `objective` of the logits at logit_positions [rows, needed] (each row's own positions)."""
+
+    tokens: torch.Tensor
+    point: str
+    positions: Sequence[int]
+    logit_positions: torch.Tensor
+    objective: FitObjective
+    size: int
+    steps: int
+    lr: float
+
+
+@dataclass
+class FittedDelta:
+    """A DeltaFit's answer: δ and each step's record (FitObjective.loss), in order."""
+
+    delta: torch.Tensor
+    records: list[list[float]]
 
 
 @dataclass(frozen=True)
@@ -301,12 +417,15 @@ class Engine(ABC):
         logits: bool = True,
         logit_positions: Positions = None,
         decode: Mapping[str, Decode] | None = None,
+        edits: Sequence[RankOneEdit] = (),
+        scores: TokenScores | None = None,
     ) -> EngineRun:
         """One forward pass over `tokens` [batch, pos] (prompts of one length): `writes`
         applied where the model computes those points, `reads` taken after any write at the
         same point (what the rest of the model sees), logits at `logit_positions` unless
-        `logits` is False, and residual points decoded through the output head (`Decode`)."""
-        return self.run_many([RunRequest(tokens, reads or {}, writes or {}, logits, logit_positions, decode or {})])[0]
+        `logits` is False, residual points decoded through the output head (`Decode`),
+        `edits` applied to the MLPs as interventions, and `scores` taken from the logits."""
+        return self.run_many([RunRequest(tokens, reads or {}, writes or {}, logits, logit_positions, decode or {}, tuple(edits), scores)])[0]
 
     def run_many(self, requests: Sequence[RunRequest]) -> list[EngineRun]:
         """Several independent runs, each as `run` does it, their results in order. An engine
@@ -324,18 +443,29 @@ class Engine(ABC):
         for name, (point, _) in decode.items():
             if point.point not in DECODABLE_POINTS:
                 raise HookError(f"{name} is not a residual stream, so the output head cannot decode it.", f"decode one of {', '.join(DECODABLE_POINTS)}")
-        return _PreparedRun(ids.to(self.device), reads, writes, request.logits, request.logit_positions, decode)
+        for edit in request.edits:
+            self.check_edit(edit.layer)
+        return _PreparedRun(ids.to(self.device), reads, writes, request.logits, request.logit_positions, decode, tuple(request.edits), request.scores)
+
+    def mlp_out_is_projection(self) -> bool:
+        """Whether hook_mlp_out is the MLP output projection's own output (no norm after it),
+        so that a value read there is W k + b for the keys k at mlp.hook_post."""
+        return True
+
+    def check_edit(self, layer: int) -> None:
+        """EngineError when this engine cannot apply a RankOneEdit at `layer` (before any work)."""
+        parse_hook(f"blocks.{layer}.mlp.hook_post", int(self.cfg.n_layers))
 
     def _run_many(self, runs: list[_PreparedRun]) -> list[EngineRun]:
         return [self._run_decoding(run) for run in runs]
 
     def _run_decoding(self, run: _PreparedRun) -> EngineRun:
-        """A run, with its Decodes made here from residuals read (the weights are here)."""
-        if not run.decode:
-            return self._run(run.ids, run.reads, run.writes, run.logits, run.logit_positions)
+        """A run, with its Decodes and scores made here from what was read (the weights are here)."""
+        if not run.decode and run.scores is None:
+            return self._run(run.ids, run.reads, run.writes, run.logits, run.logit_positions, run.edits)
         # A decoded point is read at every position, then cut to what each asks.
         reads = {**run.reads, **{name: (point, None) for name, (point, _) in run.decode.items()}}
-        out = self._run(run.ids, reads, run.writes, True, None)
+        out = self._run(run.ids, reads, run.writes, True, None, run.edits)
         assert out.logits is not None
         answers = {}
         for name, (point, decode) in run.decode.items():
@@ -346,7 +476,8 @@ class Engine(ABC):
             for name, (point, positions) in run.reads.items()
         }
         logits = select_positions(out.logits, 1, run.logit_positions) if run.logits else None
-        return EngineRun(logits, activations, answers)
+        scores = score_tokens(out.logits, _on(run.scores, out.logits.device)) if run.scores is not None else None
+        return EngineRun(logits, activations, answers, scores)
 
     @abstractmethod
     def _run(
@@ -356,7 +487,47 @@ class Engine(ABC):
         writes: dict[str, tuple[HookPoint, Write]],
         logits: bool,
         logit_positions: Positions,
+        edits: tuple[RankOneEdit, ...] = (),
     ) -> EngineRun: ...
+
+    # -- beyond one forward pass -----------------------------------------------------------
+
+    def extend(self, tokens: torch.Tensor | Sequence[Sequence[int]], n_tokens: int, choice: TokenChoice | None = None, edits: Sequence[RankOneEdit] = ()) -> torch.Tensor:
+        """tokens [batch, pos] followed by up to n_tokens chosen one at a time (greedy, or
+        sampled as `choice` says), with `edits` applied: [batch, pos + new]. It stops early
+        once every row has chosen `choice.stop_token`. A remote engine makes every token in
+        one job; here each token is one run."""
+        choice = choice or TokenChoice()
+        ids = torch.as_tensor(tokens, dtype=torch.long).cpu()
+        generator = choice.generator()
+        for _ in range(n_tokens):
+            logits = self.run(ids, logit_positions=[-1], edits=edits).logits
+            assert logits is not None
+            ids = torch.cat([ids, choose_tokens(logits[:, -1], choice, generator)], dim=1)
+            if choice.stopped(ids):
+                break
+        return ids
+
+    def fit_delta(self, fit: DeltaFit, on_step: Callable[[int, list[float]], None] | None = None) -> FittedDelta:
+        """δ fitted by gradient steps (engines/fitting.py): added at `fit.point` at one
+        position per row, it minimises `fit.objective` of the logits at `fit.logit_positions`.
+        on_step(step, record) is called after each step where the steps run here."""
+        raise EngineError(f"The {self.name} engine cannot fit a vector by gradient steps.", "run this on TransformerBridge or nnsight")
+
+    def second_moment(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], point: str) -> tuple[torch.Tensor, int]:
+        """(Σ x xᵀ in float64 [d, d], count) of hook point `point`'s vectors over the positions
+        where each batch's mask [b, p] is True, batches being (ids, mask). This engine reads
+        the vectors and sums here; one that runs elsewhere sums there and sends the sum."""
+        total: torch.Tensor | None = None
+        count = 0
+        for ids, mask in batches:
+            values = self.run(ids, reads={point: None}, logits=False).activations[point]
+            flat = values.float().cpu()[mask.cpu()].double()
+            total = flat.T @ flat if total is None else total + flat.T @ flat
+            count += flat.shape[0]
+        if total is None:
+            raise EngineError("There are no batches to sum over.", "give at least one batch of token ids")
+        return total, count
 
     @abstractmethod
     def decode_residual(self, residual: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from .base import Engine, EngineRun, HookPoint, Positions, Write, replace_positions, select_positions
+from .base import DeltaFit, Engine, EngineRun, FittedDelta, HookPoint, Positions, RankOneEdit, Write, replace_positions, select_positions
+from .fitting import add_at, fit_steps, gather_positions
+from .trace_ops import apply_edits
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -40,16 +42,52 @@ class BridgeEngine(Engine):
         writes: dict[str, tuple[HookPoint, Write]],
         logits: bool,
         logit_positions: Positions,
+        edits: tuple[RankOneEdit, ...] = (),
     ) -> EngineRun:
         captured: dict[str, torch.Tensor] = {}
-        # Writes first: hooks on one point run in the order added, so a read there sees the written value.
-        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [(name, _writer(point, write)) for name, (point, write) in writes.items()]
+        # Edits, then writes: hooks on one point run in the order added, so a read there sees
+        # the edited and written value.
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [hook for edit in edits for hook in _edit_hooks(edit)]
+        hooks += [(name, _writer(point, write)) for name, (point, write) in writes.items()]
         hooks += [(name, _reader(name, point, positions, captured)) for name, (point, positions) in reads.items()]
         out = self.bridge.run_with_hooks(ids, fwd_hooks=hooks, return_type="logits" if logits else None)
         return EngineRun(select_positions(out, 1, logit_positions) if logits else None, captured)
 
     def decode_residual(self, residual: torch.Tensor) -> torch.Tensor:
         return decode_residual(self.bridge, residual)
+
+    def fit_delta(self, fit: DeltaFit, on_step: Callable[[int, list[float]], None] | None = None) -> FittedDelta:
+        """Whole passes with δ added by a hook (ROME's v* search has a faster pass of its own)."""
+        ids = torch.as_tensor(fit.tokens, dtype=torch.long).to(self.device)
+        positions = torch.as_tensor(list(fit.positions), dtype=torch.long, device=self.device)
+
+        def logits_with(delta: torch.Tensor) -> torch.Tensor:
+            hook = (fit.point, lambda value, hook=None: add_at(value, delta, positions))
+            return gather_positions(self.bridge.run_with_hooks(ids, fwd_hooks=[hook], return_type="logits"), fit.logit_positions)
+
+        records: list[list[float]] = []
+        delta = torch.zeros(fit.size)
+        with torch.enable_grad():
+            for step, record, current in fit_steps(logits_with, fit, self.device):
+                delta = current
+                records.append(record)
+                if on_step is not None:
+                    on_step(step, record)
+        return FittedDelta(delta.detach().cpu(), records)
+
+
+def _edit_hooks(edit: RankOneEdit) -> list[tuple[str, Callable[..., Any]]]:
+    """A RankOneEdit as two hooks on the MLP's output projection (the bridge's `mlp.out`):
+    keep its input k, then add right · (left · k) to its output."""
+    keys: dict[str, torch.Tensor] = {}
+
+    def keep(activation: torch.Tensor, hook: Any = None) -> None:
+        keys["k"] = activation
+
+    def add(activation: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        return apply_edits(activation, keys.pop("k"), [edit])
+
+    return [(f"blocks.{edit.layer}.mlp.out.hook_in", keep), (f"blocks.{edit.layer}.mlp.out.hook_out", add)]
 
 
 def _writer(point: HookPoint, write: Write) -> Callable[..., torch.Tensor]:

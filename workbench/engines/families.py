@@ -16,6 +16,7 @@ or output:
 | attn.hook_pattern | read: `attention`'s output (attn_output, attn_weights), element 1; eager attention only. Written: inside the attention function, at `pattern_source` (below) |
 | hook_attn_out | `attn_out`'s output (element 0 when it is the attention module's tuple) |
 | hook_resid_mid | `resid_mid`'s input: the first module after attention joins the residual |
+| mlp.hook_post | `mlp_proj`'s input: the MLP's output projection (a RankOneEdit adds to its output) |
 | hook_mlp_out | `mlp_out`'s output |
 | hook_resid_post | the block's output |
 | hook_embed | `embed`'s output |
@@ -56,6 +57,7 @@ class ModuleMap:
     attn_out: str  # output: hook_attn_out
     resid_mid: str  # input: hook_resid_mid
     mlp_out: str  # output: hook_mlp_out
+    mlp_proj: str  # the MLP's output projection (input: mlp.hook_post; a RankOneEdit changes its output)
     # where a pattern is written: operations inside `attention` through nnsight's `.source`
     # (empty: pattern writes are refused)
     pattern_source: tuple[str, ...] = ("attention_interface_1", "nn_functional_dropout_0")
@@ -74,6 +76,7 @@ LLAMA = ModuleMap(
     attn_out="self_attn",
     resid_mid="post_attention_layernorm",
     mlp_out="mlp",
+    mlp_proj="mlp.down_proj",
 )
 
 # Norms before and after each sublayer (Gemma 2 and 3).
@@ -96,6 +99,7 @@ GPT2 = ModuleMap(
     attn_out="attn",
     resid_mid="ln_2",
     mlp_out="mlp",
+    mlp_proj="mlp.c_proj",
 )
 
 # config.model_type -> map: the layouts whose every hook point equals TransformerBridge's.

@@ -17,18 +17,39 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from ..errors import EngineError
-from .base import Decode, Decoded, Engine, EngineRun, HookPoint, ModelShape, Positions, Write, _PreparedRun, parse_hook, select_positions
+from .base import (
+    Decode,
+    Decoded,
+    DeltaFit,
+    Engine,
+    EngineRun,
+    FittedDelta,
+    HookPoint,
+    ModelShape,
+    Positions,
+    RankOneEdit,
+    TokenChoice,
+    Write,
+    _PreparedRun,
+    choose_tokens,
+    parse_hook,
+    score_tokens,
+    select_positions,
+)
 from .families import ModuleMap, module_map_for
+from .fitting import fit_steps, gather_positions
 from .remote import RemoteMode, remote_backend, remote_errors
-from .trace_ops import TraceShape, apply_writes, decode, head_logits, module_at, read_point
+from .trace_ops import TraceShape, add_at_point, apply_edits, apply_writes, decode, head_logits, module_at, read_point
 
 _LOGITS = "\0logits"  # the logits' key among the saved values (no hook name starts with NUL)
+_SCORES = "\0scores"
 
 
 _DECODE = "\0decode:"  # a residual read for a Decode, then the Decode's answer
@@ -51,9 +72,10 @@ def _decodes(run: _PreparedRun) -> list[tuple[str, Positions, int]]:
 
 def _engine_run(saved: dict[str, Any]) -> EngineRun:
     logits = _detached(saved.pop(_LOGITS, None))
+    scores = _detached(saved.pop(_SCORES, None))
     answers = {name[len(_DECODED) :]: saved.pop(name) for name in [n for n in saved if n.startswith(_DECODED)]}
     answers = {name: Decoded(*(value.detach() for value in (a.top_probs, a.top_ids, a.model_top_probs))) for name, a in answers.items()}
-    return EngineRun(logits, {name: value.detach() for name, value in saved.items()}, answers)
+    return EngineRun(logits, {name: value.detach() for name, value in saved.items()}, answers, scores)
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,6 +133,7 @@ class _Visit:
     access: _Access
     writes: list[tuple[HookPoint, Write]] = field(default_factory=list)
     reads: list[tuple[str, HookPoint, Positions]] = field(default_factory=list)
+    edits: list[RankOneEdit] = field(default_factory=list)  # on the output of the module whose input this is
 
 
 class NnsightEngine(Engine):
@@ -177,8 +200,9 @@ class NnsightEngine(Engine):
             "attn.hook_pattern": (3, m.attention, "output"),
             "hook_attn_out": (4, m.attn_out, "output"),
             "hook_resid_mid": (5, m.resid_mid, "input"),
-            "hook_mlp_out": (6, m.mlp_out, "output"),
-            "hook_resid_post": (7, "", "output"),
+            "mlp.hook_post": (6, m.mlp_proj, "input"),
+            "hook_mlp_out": (7, m.mlp_out, "output"),
+            "hook_resid_post": (8, "", "output"),
         }
         step, path, which = where[point.point]
         return _Access((point.layer, step), f"{block}.{path}" if path else block, which)
@@ -191,6 +215,9 @@ class NnsightEngine(Engine):
             return self._access(point)
         return _Access((int(point.layer or 0), 1), f"{self.modules.blocks}.{point.layer}.{self.modules.attention}", "output", self.modules.pattern_source)
 
+    def mlp_out_is_projection(self) -> bool:
+        return self.modules.mlp_out == "mlp"
+
     def check_write(self, name: str) -> None:
         point = parse_hook(name, self.shape.n_layers)
         if point.point == "ln_final.hook_normalized" or (point.point == "attn.hook_pattern" and not self.modules.pattern_source):
@@ -201,16 +228,24 @@ class NnsightEngine(Engine):
 
     def _steps(self, visit: _Visit) -> tuple:
         """A visit as the session body takes it: (module path, operations inside its
-        forward, output?, writes, reads)."""
-        return _path(visit.access.path), visit.access.source, visit.access.which == "output", visit.writes, visit.reads
+        forward, output?, writes, reads, edits of its output)."""
+        return _path(visit.access.path), visit.access.source, visit.access.which == "output", visit.writes, visit.reads, visit.edits
 
     def _module(self, path: str) -> torch.nn.Module:
         return self._hf.get_submodule(path)
 
-    def _plan(self, reads: dict[str, tuple[HookPoint, Positions]], writes: dict[str, tuple[HookPoint, Write]], decode: dict[str, tuple[HookPoint, Decode]]) -> list[_Visit]:
+    def _plan(
+        self,
+        reads: dict[str, tuple[HookPoint, Positions]],
+        writes: dict[str, tuple[HookPoint, Write]],
+        decode: dict[str, tuple[HookPoint, Decode]],
+        edits: tuple[RankOneEdit, ...] = (),
+    ) -> list[_Visit]:
         """The values to visit, in the order the model computes them. Two hook points in
         one value (the attention output and the pattern) share a visit. A residual to decode
-        is read too, and decoded once the model's logits are there."""
+        is read too, and decoded once the model's logits are there. A RankOneEdit rides on
+        the visit of its projection's input (the keys, after any write to them), and changes
+        the projection's output before the model goes on."""
         reads = {**reads, **{_DECODE + name: (point, item.positions) for name, (point, item) in decode.items()}}
         visits: dict[tuple[str, str, tuple[str, ...]], _Visit] = {}
         for name, (point, write) in writes.items():
@@ -218,6 +253,8 @@ class NnsightEngine(Engine):
             self._visit(visits, self._write_access(point)).writes.append((point, write))
         for name, (point, positions) in reads.items():
             self._visit(visits, self._access(point)).reads.append((name, point, positions))
+        for edit in edits:
+            self._visit(visits, self._access(HookPoint(f"blocks.{edit.layer}.mlp.hook_post", edit.layer, "mlp.hook_post"))).edits.append(edit)
         return sorted(visits.values(), key=lambda visit: visit.access.order)
 
     def _visit(self, visits: dict[tuple[str, str, tuple[str, ...]], _Visit], access: _Access) -> _Visit:
@@ -235,8 +272,9 @@ class NnsightEngine(Engine):
         writes: dict[str, tuple[HookPoint, Write]],
         logits: bool,
         logit_positions: Positions,
+        edits: tuple[RankOneEdit, ...] = (),
     ) -> EngineRun:
-        return self._run_many([_PreparedRun(ids, reads, writes, logits, logit_positions)])[0]
+        return self._run_many([_PreparedRun(ids, reads, writes, logits, logit_positions, edits=edits)])[0]
 
     def _run_many(self, runs: list[_PreparedRun]) -> list[EngineRun]:
         """The runs as the traces of one nnsight session: on NDIF, one queued job."""
@@ -244,15 +282,15 @@ class NnsightEngine(Engine):
         # The session body below refers to plain values only (no `self`): on NDIF it is
         # rebuilt from them, with the helpers of trace_ops, where no engine exists.
         model, shape = self.model, self.trace_shape
-        planned = [(run.ids, [self._steps(visit) for visit in self._plan(run.reads, run.writes, run.decode)], run.logits, run.logit_positions, _decodes(run)) for run in runs]
+        planned = [(run.ids, [self._steps(visit) for visit in self._plan(run.reads, run.writes, run.decode, run.edits)], run.logits, run.logit_positions, _decodes(run), run.scores) for run in runs]
         with remote_errors(self.remote_mode, self.model_name):
             backend = self._backend()
             with model.session(backend=backend):
                 results = []
-                for ids, plan, want_logits, logit_positions, decodes in planned:
+                for ids, plan, want_logits, logit_positions, decodes, scores in planned:
                     with model.trace(ids) as tracer:
                         saved: dict[str, Any] = {}
-                        for path, operations, output, writes, reads in plan:
+                        for path, operations, output, writes, reads, edits in plan:
                             envoy = module_at(model, path)
                             for operation in operations:  # an operation inside the module's forward
                                 envoy = getattr(envoy.source, operation)
@@ -265,7 +303,9 @@ class NnsightEngine(Engine):
                                     envoy.input = value
                             for name, point, positions in reads:
                                 saved[name] = read_point(value, point, positions, shape)
-                        if want_logits or decodes:
+                            if edits:  # value: the projection's input, the keys
+                                envoy.output = apply_edits(envoy.output, value, edits)
+                        if want_logits or decodes or scores is not None:
                             # The model's output, not the unembedding's: Gemma 2 soft-caps the logits after it.
                             model_logits = model.output.logits
                             if want_logits:
@@ -273,11 +313,117 @@ class NnsightEngine(Engine):
                             for name, positions, top_k in decodes:
                                 residual = saved.pop(_DECODE + name)
                                 saved[_DECODED + name] = decode(model, residual, select_positions(model_logits, 1, positions), top_k, shape)
+                            if scores is not None:
+                                saved[_SCORES] = score_tokens(model_logits, scores)
                         else:
                             tracer.stop()  # nothing after the last visit is needed
                     results.append(saved)
                 nnsight.save(results)
         return [_engine_run(saved) for saved in results]
+
+    def fit_delta(self, fit: DeltaFit, on_step: Callable[[int, list[float]], None] | None = None) -> FittedDelta:
+        """Every step in one nnsight session: here, or on NDIF as one job, where the server
+        keeps the gradients (only δ and the records come back). on_step is called where the
+        steps run here; a remote session cannot call back."""
+        nnsight = import_nnsight()
+        point = parse_hook(fit.point, self.shape.n_layers)
+        self.check_write(fit.point)
+        access = self._access(point)
+        if access.source:
+            raise EngineError(f"A fitted vector cannot be added at {fit.point}.", "add it to a residual or sublayer output")
+        model, shape = self.model, self.trace_shape
+        path, output = _path(access.path), access.which == "output"
+        ids = torch.as_tensor(fit.tokens, dtype=torch.long).to(self.device)
+        positions = torch.as_tensor(list(fit.positions), dtype=torch.long)
+        needed = fit.logit_positions
+        report = None if self.remote else on_step
+        device = self.device
+        with remote_errors(self.remote_mode, self.model_name), torch.enable_grad():
+            backend = self._backend()
+            with model.session(backend=backend):
+
+                def logits_with(delta: torch.Tensor) -> torch.Tensor:
+                    with model.trace(ids):
+                        envoy = module_at(model, path)
+                        value = add_at_point(envoy.output if output else envoy.input, point, delta, positions, shape)
+                        if output:
+                            envoy.output = value
+                        else:
+                            envoy.input = value
+                        logits = gather_positions(model.output.logits, needed)
+                    return logits
+
+                records: list[list[float]] = []
+                fitted = torch.zeros(fit.size)
+                for step, record, current in fit_steps(logits_with, fit, device):
+                    fitted = current
+                    records.append(record)
+                    if report is not None:
+                        report(step, record)
+                answer = (fitted.detach(), records)
+                nnsight.save(answer)
+        return FittedDelta(answer[0].detach().cpu(), [list(record) for record in answer[1]])
+
+    def extend(self, tokens: torch.Tensor | Sequence[Sequence[int]], n_tokens: int, choice: TokenChoice | None = None, edits: Sequence[RankOneEdit] = ()) -> torch.Tensor:
+        """Every token in one nnsight session (one job on NDIF), each a trace of the rows so far."""
+        nnsight = import_nnsight()
+        choice = choice or TokenChoice()
+        for edit in edits:
+            self.check_edit(edit.layer)
+        model = self.model
+        # Each edit rides on its projection: (path, edits there), in the order the model runs them.
+        by_layer: dict[int, list[RankOneEdit]] = {}
+        for edit in edits:
+            by_layer.setdefault(edit.layer, []).append(edit)
+        edit_plan = [(_path(f"{self.modules.blocks}.{layer}.{self.modules.mlp_proj}"), by_layer[layer]) for layer in sorted(by_layer)]
+        ids = torch.as_tensor(tokens, dtype=torch.long).to(self.device)
+        with remote_errors(self.remote_mode, self.model_name), torch.inference_mode():
+            backend = self._backend()
+            with model.session(backend=backend):
+                generator = choice.generator()
+                for _ in range(n_tokens):
+                    with model.trace(ids):
+                        for path, layer_edits in edit_plan:
+                            envoy = module_at(model, path)
+                            keys = envoy.input
+                            envoy.output = apply_edits(envoy.output, keys, layer_edits)
+                        last = model.output.logits[:, -1]
+                    ids = torch.cat([ids, choose_tokens(last, choice, generator).to(ids.device)], dim=1)
+                    if choice.stopped(ids):
+                        break
+                nnsight.save(ids)
+        return ids.detach().cpu()
+
+    def second_moment(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], point: str) -> tuple[torch.Tensor, int]:
+        """Summed inside one session: on NDIF only the [d, d] sum comes back, not every
+        position's vector (for an 8B model's MLP keys, 0.8 GB instead of 8 GB)."""
+        nnsight = import_nnsight()
+        hook = parse_hook(point, self.shape.n_layers)
+        access = self._access(hook)
+        model, shape = self.model, self.trace_shape
+        path, output = _path(access.path), access.which == "output"
+        planned = [(torch.as_tensor(ids, dtype=torch.long).to(self.device), torch.as_tensor(mask, dtype=torch.bool)) for ids, mask in batches]
+        if not planned:
+            raise EngineError("There are no batches to sum over.", "give at least one batch of token ids")
+        with remote_errors(self.remote_mode, self.model_name), torch.inference_mode():
+            backend = self._backend()
+            with model.session(backend=backend):
+                total: torch.Tensor | None = None
+                count = 0
+                for ids, mask in planned:
+                    with model.trace(ids) as tracer:
+                        envoy = module_at(model, path)
+                        values = read_point(envoy.output if output else envoy.input, hook, None, shape)
+                        flat = values.float()[mask.to(values.device)].double()
+                        part = flat.T @ flat
+                        tracer.stop()
+                    total = part if total is None else total + part
+                    count += int(mask.sum())
+                answer = (total, count)
+                nnsight.save(answer)
+        moment, count = answer
+        assert moment is not None  # there was a batch
+        return moment.detach().cpu(), int(count)
 
     def _backend(self) -> Any:
         """None to run here; else the backend that ships the session (engines/remote.py)."""

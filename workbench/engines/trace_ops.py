@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from ..errors import EngineError
-from .base import Decoded, HookPoint, Positions, Write, decoded, replace_positions, select_positions
+from .base import Decoded, HookPoint, Positions, RankOneEdit, Write, decoded, replace_positions, select_positions
+from .fitting import add_at
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,20 @@ def apply_writes(value: Any, writes: list[tuple[HookPoint, Write]], inner: bool,
         # hidden state in the (hidden_states, ...) tuple of transformers before 5.
         value = value[:0] + (new,) + value[1:] if isinstance(value, tuple) else new
     return value
+
+
+def apply_edits(output: torch.Tensor, keys: torch.Tensor, edits: list[RankOneEdit]) -> torch.Tensor:
+    """An MLP output projection's output with RankOneEdits applied: + right · (left · k)."""
+    for edit in edits:
+        output = output + (keys @ edit.left.to(keys))[..., None] * edit.right.to(output)
+    return output
+
+
+def add_at_point(value: Any, point: HookPoint, delta: torch.Tensor, positions: torch.Tensor, shape: TraceShape) -> Any:
+    """The module's value with δ added to the hook point's tensor at positions[r] of each row r."""
+    tensor = _part(value, point, shape)
+    new = add_at(tensor, delta, positions)
+    return value[:0] + (new,) + value[1:] if isinstance(value, tuple) else new
 
 
 def _part(value: Any, point: HookPoint, shape: TraceShape) -> torch.Tensor:

@@ -82,8 +82,14 @@ class Analysis:
     # runs, so the runner can show the estimate and ask before a job of hours.
     cost: Callable[..., Any] | str | None = None
     # Reads or writes weight matrices themselves, not only through forward passes: it cannot
-    # run on weights a device map offloaded (empty until a forward pass copies them in).
-    weights_in_place: bool = False
+    # run on weights a device map offloaded (empty until a forward pass copies them in), nor
+    # on NDIF, where they stay on the server. True: on every engine; a tuple: on those engines
+    # only (ROME edits the bridge's weights, and runs elsewhere as an intervention).
+    weights_in_place: bool | tuple[str, ...] = False
+
+    def weights_in_place_on(self, engine: str) -> bool:
+        """Whether it reads or writes weight matrices themselves on this engine."""
+        return self.weights_in_place if isinstance(self.weights_in_place, bool) else engine in self.weights_in_place
 
     def cost_function(self) -> Callable[..., Any] | None:
         return None if self.cost is None else cast(Callable[..., Any], import_ref(self.cost))

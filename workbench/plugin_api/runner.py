@@ -94,7 +94,7 @@ def _checked_values(plugin: Plugin, ctx: AnalysisContext, params: dict[str, Any]
 
 def check_weights_in_place(plugin: Plugin, model: LoadedModel) -> None:
     """WorkbenchError when the plugin reads weight matrices a device map offloaded."""
-    if plugin.analysis is None or not plugin.analysis.weights_in_place:
+    if plugin.analysis is None or not plugin.analysis.weights_in_place_on(model.engine.name):
         return
     offloaded = model.offloaded_weights
     if offloaded:
@@ -144,7 +144,7 @@ def check_engine(plugin: Plugin, model: LoadedModel | None) -> None:
     if plugin.analysis is None or model is None:
         return
     engine = model.engine.name
-    if model.engine.remote and plugin.analysis.weights_in_place:
+    if model.engine.remote and plugin.analysis.weights_in_place_on(engine):
         raise EngineError(
             f"{plugin.name} reads {model.name}'s weight matrices themselves, and on NDIF they stay on the server; only runs of the model are sent there.",
             "run it on a model that fits here (its Hub id without the 'ndif:' prefix, or a smaller model of the family)",

@@ -113,7 +113,9 @@ def test_dataset_file_is_counterfact_format(path, count):
 def test_smollm2_eval_meets_the_targets_on_a_few_cases(tmp_path):
     """Through the CLI, as users run it: a few cases (the 20-case run is benchmarks/bench_rome.py)."""
     out = tmp_path / "eval.json"
-    command = [sys.executable, "-m", "workbench", "run", "rome-eval", "--model", "smollm2", "--param", f"dataset={DATA}", "--param", "max_cases=4", "--param", "layer=4", "--json", str(out)]
+    # --yes: whether the job counts as long rests on one timed forward pass, which a busy
+    # machine slows (CI once estimated these 4 cases at 63 minutes and asked).
+    command = [sys.executable, "-m", "workbench", "run", "rome-eval", "--model", "smollm2", "--param", f"dataset={DATA}", "--param", "max_cases=4", "--param", "layer=4", "--yes", "--json", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(out.read_text())["summary"]
