@@ -62,8 +62,9 @@ def _unsupported(what: str) -> KVCacheUnsupported:
     )
 
 
-def kv_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each layer's (keys, values) [batch, kv_heads, pos, d_head] of an HF cache."""
+def kv_tensors(cache, start: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each layer's (keys, values) [batch, kv_heads, pos, d_head] of an HF cache, from layer
+    `start` on (a pass that entered the model at block `start` filled only those)."""
     if cache is None:
         raise _unsupported("the model returned no cache")
     layers = getattr(cache, "layers", None)
@@ -71,6 +72,8 @@ def kv_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
         raise _unsupported(f"a {type(cache).__name__} keeps its tensors in an unknown layout")
     tensors = []
     for index, layer in enumerate(layers):
+        if index < start:
+            continue
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor) or keys.ndim != 4:
             raise _unsupported(f"layer {index} of the returned {type(cache).__name__} holds no keys and values")
@@ -78,25 +81,29 @@ def kv_tensors(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return tensors
 
 
-def logits_and_cache(bridge, ids: torch.Tensor, **kwargs):
-    """A whole pass's logits and an HF cache of every position. The cache is made here, not
-    from the model's config: a config-made cache keeps only the last `sliding_window`
-    positions of sliding-window layers (Mistral, Gemma 2 and 3), and a prefix cannot be cut
-    from that. The attention masks still apply each layer's window."""
+def empty_cache():
+    """An HF cache for a pass to fill. It is made here, not from the model's config: a
+    config-made cache keeps only the last `sliding_window` positions of sliding-window layers
+    (Mistral, Gemma 2 and 3), and a prefix cannot be cut from that. The attention masks still
+    apply each layer's window."""
     from transformers import DynamicCache
 
-    return bridge(ids, past_key_values=DynamicCache(), return_type="logits_and_cache", **kwargs)
+    return DynamicCache()
+
+
+def logits_and_cache(bridge, ids: torch.Tensor, **kwargs):
+    """A whole pass's logits and an HF cache of every position (see empty_cache)."""
+    return bridge(ids, past_key_values=empty_cache(), return_type="logits_and_cache", **kwargs)
 
 
 def prefix_cache(kv, length: int, copies: int = 1):
     """A new HF cache with the first `length` positions of `kv` (an HF cache of an earlier
-    pass), its rows tiled `copies` times; None when there is no prefix. kv stays intact."""
+    pass, or its kv_tensors), its rows tiled `copies` times; None when there is no prefix.
+    kv stays intact."""
     if length == 0:
         return None
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for index, (keys, values) in enumerate(kv_tensors(kv)):
+    cache = empty_cache()
+    for index, (keys, values) in enumerate(kv if isinstance(kv, list) else kv_tensors(kv)):
         keys, values = keys[:, :, :length], values[:, :, :length]
         if copies > 1:
             keys, values = keys.repeat(copies, 1, 1, 1), values.repeat(copies, 1, 1, 1)

@@ -17,7 +17,7 @@ import torch
 # old name for the passes below and the analyses that decode residuals.
 from ..engines.bridge import decode_residual, output_logits
 
-__all__ = ["decode_residual", "logits_from_layer", "output_logits", "select_hook", "skipping_blocks_before"]
+__all__ = ["decode_residual", "logits_from_layer", "output_logits", "run_blocks", "select_hook", "skipping_blocks_before"]
 
 
 @contextmanager
@@ -36,6 +36,27 @@ def skipping_blocks_before(bridge, start: int):
 
 def _identity(hidden_states=None, *args, **kwargs):
     return hidden_states if hidden_states is not None else kwargs["hidden_states"]
+
+
+class _BlocksDone(Exception):
+    """Raised after the last block of a pass run for what it leaves in caches and hooks."""
+
+
+def run_blocks(bridge, *args, **kwargs) -> None:
+    """bridge(*args, **kwargs) up to the end of its last block, for what the pass leaves in
+    caches and hooks: the final norm and the unembedding (113 MB of weights to stream for
+    SmolLM2, even for one position) are not run."""
+
+    def stop(_module, _args, _output):
+        raise _BlocksDone
+
+    handle = bridge.blocks[len(bridge.blocks) - 1].register_forward_hook(stop)
+    try:
+        bridge(*args, **kwargs)
+    except _BlocksDone:
+        pass
+    finally:
+        handle.remove()
 
 
 def select_hook(select: Callable[[torch.Tensor], torch.Tensor]):

@@ -18,6 +18,7 @@ from workbench.editing.edits import base_fingerprint
 from workbench.editing.prompts import make_request, shared_rows, target_ids, target_probabilities
 from workbench.editing.rome import RomeHparams, compute_edit
 from workbench.errors import InputError
+from workbench.hooks.blocks_by_hand import block_arguments
 from workbench.models import load_model
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis
 from workbench.progress import run_to_completion
@@ -93,21 +94,32 @@ def test_finds_the_mlp_output_in_either_layout(lab):
 
 
 def check_delta_pass(model, layer: int, texts: list[str], edit_pos: list[int]) -> None:
-    """v*'s search runs from the edited block on, for positions from the subject on; the
-    reference runs the whole model with δ added by a hook. Same logits, same gradient."""
+    """v*'s search runs from the edited block on, for positions from the subject on, its
+    blocks by hand where that holds and through the bridge otherwise; the reference runs the
+    whole model with δ added by a hook. Same logits, same gradient."""
     rows = [model.tokenize(text) for text in texts]
     needed = torch.tensor([[len(row) - 1, max(e, len(row) - 2), e] for row, e in zip(rows, edit_pos)])
-    fast = DeltaPass(model, mlp_output(model, layer), rows, edit_pos, needed)
+    needed[-1] = edit_pos[-1]  # a row read at its edit position alone, as v*'s KL prompt
     reference = DeltaPass(model, mlp_output(model, layer), rows, edit_pos, needed, full_pass=True)
-    assert not fast.full_pass
-    delta = (torch.randn(int(model.cfg.d_model), generator=torch.Generator().manual_seed(layer)) * 2).requires_grad_(True)
-    got, expected = fast(delta), reference(delta)
-    assert got.shape == (len(rows), 3, int(model.cfg.d_vocab))
-    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
-    probe = torch.randn(got.shape, generator=torch.Generator().manual_seed(1))
-    (grad_got,) = torch.autograd.grad((got.log_softmax(-1) * probe).sum(), delta)
-    (grad_expected,) = torch.autograd.grad((expected.log_softmax(-1) * probe).sum(), delta)
-    assert torch.allclose(grad_got, grad_expected, atol=1e-4, rtol=1e-3), (grad_got - grad_expected).abs().max()
+    for by_hand in (None, False):
+        fast = DeltaPass(model, mlp_output(model, layer), rows, edit_pos, needed, by_hand=by_hand)
+        assert not fast.full_pass
+        delta = (torch.randn(int(model.cfg.d_model), generator=torch.Generator().manual_seed(layer)) * 2).requires_grad_(True)
+        got, expected = fast(delta), reference(delta)
+        assert got.shape == (len(rows), 3, int(model.cfg.d_vocab))
+        assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+        probe = torch.randn(got.shape, generator=torch.Generator().manual_seed(1))
+        (grad_got,) = torch.autograd.grad((got.log_softmax(-1) * probe).sum(), delta)
+        (grad_expected,) = torch.autograd.grad((expected.log_softmax(-1) * probe).sum(), delta)
+        assert torch.allclose(grad_got, grad_expected, atol=1e-4, rtol=1e-3), (grad_got - grad_expected).abs().max()
+
+
+def test_blocks_with_a_hook_are_not_run_by_hand(lab):
+    """A run by hand skips the blocks' own hook points: a registered hook keeps them in the bridge."""
+    ids = torch.tensor([lab.tokenize("t1 t2 t3 t4")])
+    residual = lab.bridge.embed(ids)
+    with lab.bridge.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", lambda x, hook=None: None)]):
+        assert block_arguments(lab.bridge, 1, residual) is None
 
 
 @pytest.mark.parametrize("layer", [0, 1])
@@ -373,6 +385,112 @@ def smollm2():
 def test_smollm2_v_star_pass_from_the_edit_equals_the_whole_model(smollm2, layer):
     texts = ["The Eiffel Tower is located in the city of", "Because I was there. The Eiffel Tower is in", "The Eiffel Tower is a"]
     check_delta_pass(smollm2, layer, texts, [3, 8, 3])
+
+
+# Rows as v* makes them: the prompt, bare and behind 10 prefixes of several lengths, and the KL
+# prompt, read at its subject alone.
+V_STAR_PREFIXES = [
+    "", "I went there. ", "The weather was fine that day. ", "You know, ", "Because I was there. ", "Therefore it is said that ",
+    "I think ", "The", "Many people who travel to France every summer say that ", "Yes. ", "It is true: ",
+]
+
+
+@pytest.fixture
+def one_thread():
+    """Bit for bit needs each row of a matrix product to come out the same whatever the other
+    rows: MKL gives that with one thread from 4 rows on (with two from 12 on, as in v*)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_same(got: torch.Tensor, expected: torch.Tensor) -> None:
+    if torch.backends.mkl.is_available():
+        assert torch.equal(got, expected), (got - expected).abs().max()
+    else:  # another BLAS may sum a row's products in an order that depends on the other rows
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6), (got - expected).abs().max()
+
+
+def v_star_rows(model, prefixes: list[str], prompt: str, subject: str, kl_prompt: str):
+    from workbench.editing.prompts import last_subject_token
+
+    end = prompt.index(subject) + len(subject)
+    rows, edit_pos = [], []
+    for prefix in prefixes:
+        row, index = last_subject_token(model, prefix + prompt, len(prefix) + end)
+        rows.append(row)
+        edit_pos.append(index)
+    row, index = last_subject_token(model, kl_prompt, kl_prompt.index(subject) + len(subject))
+    needed = torch.tensor([[len(r) - 1] for r in rows] + [[index]])
+    return rows + [row], edit_pos + [index], needed
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize("attention", ["by hand", "bridge"])
+def test_smollm2_v_star_blocks_by_hand_equal_the_bridge_bit_for_bit(smollm2, one_thread, attention):
+    """The blocks after the edited one run by hand at the positions a read one depends on (not
+    behind the KL prompt's subject; the last block's queries and MLP only where logits are
+    read) give the bridge's logits and δ's gradient bit for bit, with attention computed by
+    hand or by the bridge's module: v*, its losses and the edit are those of the blocks run
+    through the bridge."""
+    rows, edit_pos, needed = v_star_rows(smollm2, V_STAR_PREFIXES, "The Eiffel Tower is located in the city of", "Eiffel Tower", "The Eiffel Tower is a")
+    target = mlp_output(smollm2, 4)
+    by_hand = DeltaPass(smollm2, target, rows, edit_pos, needed)
+    assert by_hand.by_hand is not None and all(by_hand.by_hand.plain_attention)
+    if attention == "bridge":
+        by_hand.by_hand.plain_attention = [False] * len(by_hand.by_hand.plain_attention)
+    width = by_hand.block_output.shape[1]
+    assert by_hand.kept is not None and len(by_hand.kept) == (len(rows) - 1) * width + 1
+    assert by_hand.scored is not None and len(by_hand.scored) == len(rows)
+    bridge = DeltaPass(smollm2, target, rows, edit_pos, needed, by_hand=False)
+    assert bridge.by_hand is None
+    probe = torch.randn(len(rows), 1, int(smollm2.cfg.d_vocab), generator=torch.Generator().manual_seed(1))
+    results = []
+    for delta_pass in (by_hand, bridge):
+        delta = (torch.randn(int(smollm2.cfg.d_model), generator=torch.Generator().manual_seed(0)) * 2).requires_grad_(True)
+        logits = delta_pass(delta)
+        (gradient,) = torch.autograd.grad((logits.log_softmax(-1) * probe).sum(), delta)
+        results.append((logits, gradient))
+    assert_same(results[0][0], results[1][0])
+    assert_same(results[0][1], results[1][1])
+
+
+@pytest.mark.smollm2
+@pytest.mark.parametrize(
+    ("prefixes", "short"),
+    [(V_STAR_PREFIXES[:4], True), ([*V_STAR_PREFIXES[:3], "When the weather was fine for weeks last year, many people who travel to France said that "], False)],
+    ids=["short-prefix", "long-prefix"],
+)
+def test_smollm2_v_star_cache_equals_a_whole_pass_bit_for_bit(smollm2, prefixes, short, one_thread):
+    """The prefix's keys and values in the blocks after the edited one come from a pass over the
+    prefix's columns alone; they are those of a pass over every column, bit for bit at every
+    real position, with a prefix shorter than a CPU vector of floats (16) and with a longer one."""
+    from workbench.hooks.kv_cache import kv_tensors, logits_and_cache
+
+    rows, edit_pos, needed = v_star_rows(smollm2, prefixes, "The Eiffel Tower is located in the city of", "Eiffel Tower", "The Eiffel Tower is a")
+    delta_pass = DeltaPass(smollm2, mlp_output(smollm2, 4), rows, edit_pos, needed)
+    first, mask = delta_pass.first, delta_pass.mask
+    assert (first < 16) == short and mask.shape[1] > 16
+    ids = torch.zeros_like(mask)
+    positions = torch.ones_like(mask)
+    for r, (row, e) in enumerate(zip(rows, edit_pos)):
+        ids[r, first - e : first - e + len(row)] = torch.tensor(row)
+        positions[r, first - e : first - e + len(row)] = torch.arange(len(row))
+    with torch.no_grad():
+        _, whole = logits_and_cache(smollm2.bridge, ids, attention_mask=mask, position_ids=positions)
+    real = mask[:, :first].bool()
+    for (keys, values), (whole_keys, whole_values) in zip(delta_pass.kv, kv_tensors(whole), strict=True):
+        assert_same(keys[:, :, :first].transpose(1, 2)[real], whole_keys[:, :, :first].transpose(1, 2)[real])
+        assert_same(values[:, :, :first].transpose(1, 2)[real], whole_values[:, :, :first].transpose(1, 2)[real])
+    assert_same(delta_pass.block_output, whole_block_output(smollm2, ids, mask, positions, 4)[:, first:])
+
+
+def whole_block_output(model, ids, mask, positions, layer: int) -> torch.Tensor:
+    kept: dict[str, torch.Tensor] = {}
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", lambda x, hook=None: kept.setdefault("post", x))]):
+        model.bridge(ids, attention_mask=mask, position_ids=positions)
+    return kept["post"]
 
 
 @pytest.mark.smollm2
