@@ -92,6 +92,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_cache.py
 	QT_QPA_PLATFORM=offscreen $(BIN)/python benchmarks/bench_attention_panel.py
 	$(BIN)/python benchmarks/bench_qk_ov.py
+	# The peer comparisons on every zoo family (tiny random models: equal numbers, runs or refuses).
+	$(BIN)/python benchmarks/bench_families.py
 	# Causal tracing, patching and ROME against the peers' code, ending with one table (ours, baseline, ratio).
 	$(BIN)/python benchmarks/bench_peers.py
 

@@ -7,7 +7,7 @@ batched, unchanged cells skipped) and the matching
 and corrupted tokens, then prints both times, their ratio and the largest difference.
 
     python benchmarks/bench_patching.py [--model smollm2] [--pair ioi|eiffel] [--targets all]
-                                        [--tl-layers N] [--threads N] [--json FILE]
+                                        [--tl-layers N] [--threads N] [--answers ' Paris, Rome'] [--device cuda] [--json FILE]
 
 --tl-layers N times TransformerLens on the first N layers only (every cell there) and
 scales its time to all layers: it runs one full forward pass per cell whatever the layer,
@@ -63,23 +63,26 @@ def main() -> None:
     parser.add_argument("--pair", default="ioi", choices=sorted(PAIRS))
     parser.add_argument("--targets", default="all")
     parser.add_argument("--tl-layers", type=int, default=0, help="time TransformerLens on this many layers and scale (0: all)")
+    parser.add_argument("--answers", default="", help="'clean,corrupted' answers, one token each (default: each run's top token)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the loader's choice)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default; the app uses cores - 1)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = load_model(args.model)
+    model = load_model(args.model, device=args.device) if args.device else load_model(args.model)
     bridge = model.bridge
     clean, corrupted = PAIRS[args.pair]
     tl_layers = args.tl_layers or model.n_layers
+    answers = dict(zip(("answer", "wrong_answer"), args.answers.split(","))) if args.answers else {}
     rows = []
     print(f"model {model.name}: {model.n_layers} layers x {model.n_heads} heads; pair {args.pair!r}; torch threads {torch.get_num_threads()}; load {os.getloadavg()[0]:.2f}")
     print(f"{'target':16} {'cells':>6} {'skipped':>7} {'passes':>6} {'ours s':>8} {'TL s':>9} {'ratio':>6} {'max |diff|':>10}")
     for name in parse_targets(args.targets):
         target = TARGETS[name]
         started = time.perf_counter()
-        result = run_to_completion(run_analysis(plugin, AnalysisContext(model, [clean, corrupted]), {"targets": name}, go_on=True))
+        result = run_to_completion(run_analysis(plugin, AnalysisContext(model, [clean, corrupted]), {"targets": name, **answers}, go_on=True))
         ours = time.perf_counter() - started
 
         clean_ids = torch.tensor([result.clean_tokens.tolist()])

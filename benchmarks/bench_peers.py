@@ -8,14 +8,16 @@ one run (`make bench`), then one table: our time, the peer-style baseline's, the
   Eiffel/Colosseum and the IOI pairs (TransformerLens timed on its first --tl-layers layers and
   scaled: its time is one whole pass per cell, linear in the layers);
 - ROME: benchmarks/bench_rome.py, seconds per edit (edit, probes, restore) on the 21-case set
-  and the held-out-like set, against the 10 s target (no peer run: see its docstring).
+  and the held-out-like set, against the 10 s target; and on each set's first 3 cases against
+  the same algorithm with whole-model v* passes, as kmeng01/rome's compute_v runs them.
 
 Each runs in its own process, so none inherits another's memory or threads. Run alone: on 2
 cores a second torch process slows both by 5-20x.
 
     python benchmarks/bench_peers.py [--quick] [--json FILE]
 
---quick: 2 noise samples, 1 TransformerLens layer, the first 3 cases of each ROME set.
+--quick: 2 noise samples, 1 TransformerLens layer, the first 3 cases of each ROME set (2 for
+the whole-pass baseline).
 """
 
 from __future__ import annotations
@@ -62,10 +64,13 @@ def main() -> int:
         worst = max(row["max_abs_diff"] for row in patching["rows"])
         rows.append((f"activation patching ({pair} pair)", ours, theirs, "transformer_lens.patching", f"max |diff| {worst:.1e}"))
     sets = [str(EXAMPLES / "counterfact_smollm2.json"), str(EXAMPLES / "counterfact_heldout_smollm2.json")]
-    rome = run("bench_rome.py", "--keep-cache", "--dataset", *sets, *cases)
+    rome = run("bench_rome.py", "--keep-cache", "--dataset", *sets, *cases, "--baseline-cases", "2" if args.quick else "3")
     for name, summary in rome.items():
         figures = summary["summary"]
         rows.append((f"ROME per edit ({name})", figures["seconds_per_edit"], None, "target: 10 s", f"ES {figures['ES']:.2f} PS {figures['PS']:.2f} NS {figures['NS']:.2f}"))
+        base = summary["baseline"]
+        rows.append((f"ROME per edit, its first {base['cases']} cases", base["ours_seconds_per_edit"], base["baseline_seconds_per_edit"], "whole-model v* passes",
+                     f"max |metric diff| {base['max_metric_difference']:.1e}"))
 
     print(f"\nmake bench on {os.cpu_count()} cores, {time.perf_counter() - started:.0f} s in all, load average at the end {os.getloadavg()[0]:.2f}")
     print(f"{'analysis':48} {'ours s':>9} {'baseline s':>11} {'ratio':>7}  baseline; check")

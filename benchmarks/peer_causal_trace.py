@@ -25,7 +25,9 @@ KINDS = ("resid", "mlp", "attn")
 
 
 def _layers(hf_model) -> list[torch.nn.Module]:
-    inner = getattr(hf_model, "model", None) or getattr(hf_model, "transformer", None)
+    """The decoder layers, as the peer's layername() finds them per family: model.layers
+    (Llama-like), transformer.h (GPT-2, GPT-J), gpt_neox.layers (Pythia)."""
+    inner = getattr(hf_model, "base_model", None) or hf_model
     layers = getattr(inner, "layers", None) or getattr(inner, "h", None)
     if layers is None:
         raise ValueError(f"{type(hf_model).__name__}: no decoder layers found")
@@ -37,7 +39,7 @@ def _module(layer: torch.nn.Module, kind: str) -> torch.nn.Module:
         return layer
     if kind == "mlp":
         return layer.mlp
-    return getattr(layer, "self_attn", None) or layer.attn
+    return getattr(layer, "self_attn", None) or getattr(layer, "attention", None) or layer.attn
 
 
 def _restore_hook(position: int):
