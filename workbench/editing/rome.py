@@ -248,19 +248,25 @@ def compute_v(model, target: MlpOutput, request: EditRequest, ctx_ids, ctx_posit
 # one layer) solves with the same C, and factoring it costs about 0.1 s at d_mlp 1536, the
 # solve with the factors a millisecond. Keyed by C's contents, so a changed C is factored anew.
 _FACTORS: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
+# Kept only up to this d_mlp: the factors are d_mlp² float64s, 128 MiB at 4096, but 1.5 GiB for
+# an 8B model's 14,336, held for as long as the process runs; wider C is factored per edit.
+_MAX_KEPT_WIDTH = 4096
 
 
 def _lu_factors(second_moment: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     array = np.ascontiguousarray(second_moment)
-    key = hashlib.blake2b(array.view(np.uint8).reshape(-1).data, digest_size=16).digest() + str((array.shape, array.dtype.str)).encode()
-    if key not in _FACTORS:
-        try:
-            factors = torch.linalg.lu_factor(torch.from_numpy(array).double())
-        except RuntimeError:
-            raise InputError("The key statistics matrix C is singular.", "use a longer corpus (about 10 × d_mlp tokens)") from None
-        _FACTORS.clear()
+    keep = array.shape[0] <= _MAX_KEPT_WIDTH
+    key = hashlib.blake2b(array.view(np.uint8).reshape(-1).data, digest_size=16).digest() + str((array.shape, array.dtype.str)).encode() if keep else b""
+    if key in _FACTORS:
+        return _FACTORS[key]
+    try:
+        factors = torch.linalg.lu_factor(torch.from_numpy(array).double())
+    except RuntimeError:
+        raise InputError("The key statistics matrix C is singular.", "use a longer corpus (about 10 × d_mlp tokens)") from None
+    _FACTORS.clear()
+    if keep:
         _FACTORS[key] = factors
-    return _FACTORS[key]
+    return factors
 
 
 def rank_one_update(second_moment: np.ndarray, k_star: torch.Tensor, v_star: torch.Tensor, w_k_star: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -175,6 +175,31 @@ def test_key_statistics_are_cached_and_symmetric(lab, lab_corpus):
     assert not list(stats_folder().rglob("*.partial"))
 
 
+def test_update_solves_with_kept_factors_as_a_direct_solve(monkeypatch):
+    """u = C⁻¹k*/‖C⁻¹k*‖ from LU factors kept between edits equals torch.linalg.solve's; a
+    changed C is factored anew, a singular one refused, and a C wider than the kept width is
+    not kept (an 8B model's factors would hold 1.5 GiB)."""
+    from workbench.editing import rome
+
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(200, 48, generator=generator, dtype=torch.float64)
+    c = (keys.T @ keys / 200).float().numpy()
+    k, v, w_k = (torch.randn(48, generator=generator) for _ in range(3))
+    rome._FACTORS.clear()
+    for second_moment in (c, c, c * 2):
+        u, right = rome.rank_one_update(second_moment, k, v, w_k)
+        solved = torch.linalg.solve(torch.from_numpy(second_moment).double(), k.double())
+        expected = solved / solved.norm()
+        assert np.allclose(u, expected.float().numpy(), rtol=1e-6, atol=1e-7)
+        assert np.allclose(right, ((v.double() - w_k.double()) / torch.dot(expected, k.double())).float().numpy(), rtol=1e-5)
+        assert len(rome._FACTORS) == 1
+    with pytest.raises(InputError, match="singular"):
+        rome.rank_one_update(np.zeros((48, 48), dtype=np.float32), k, v, w_k)
+    monkeypatch.setattr(rome, "_MAX_KEPT_WIDTH", 32)
+    rome.rank_one_update(c, k, v, w_k)
+    assert not rome._FACTORS
+
+
 def test_update_writes_v_star_for_k_star_and_spares_c_orthogonal_keys(lab, lab_edit):
     request, stats, computation = lab_edit
     target = mlp_output(lab, 0)
@@ -406,10 +431,13 @@ def one_thread():
 
 
 def assert_same(got: torch.Tensor, expected: torch.Tensor) -> None:
-    if torch.backends.mkl.is_available():
-        assert torch.equal(got, expected), (got - expected).abs().max()
-    else:  # another BLAS may sum a row's products in an order that depends on the other rows
-        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6), (got - expected).abs().max()
+    """Bit for bit on the CPUs this was measured on (MKL, AVX-512: torch.equal held). Another
+    CPU or BLAS may pick a kernel whose sums depend on the other rows (below some row count),
+    so the assertion allows float32 rounding carried through the blocks (1e-5 of the largest
+    value) and nothing more: a wrong position, mask or cache misses by orders of magnitude more."""
+    got, expected = got.detach(), expected.detach()
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) <= 1e-5 * float(expected.abs().max()), (got - expected).abs().max()
 
 
 def v_star_rows(model, prefixes: list[str], prompt: str, subject: str, kl_prompt: str):
@@ -428,11 +456,11 @@ def v_star_rows(model, prefixes: list[str], prompt: str, subject: str, kl_prompt
 
 @pytest.mark.smollm2
 @pytest.mark.parametrize("attention", ["by hand", "bridge"])
-def test_smollm2_v_star_blocks_by_hand_equal_the_bridge_bit_for_bit(smollm2, one_thread, attention):
+def test_smollm2_v_star_blocks_by_hand_equal_the_bridge(smollm2, one_thread, attention):
     """The blocks after the edited one run by hand at the positions a read one depends on (not
     behind the KL prompt's subject; the last block's queries and MLP only where logits are
-    read) give the bridge's logits and δ's gradient bit for bit, with attention computed by
-    hand or by the bridge's module: v*, its losses and the edit are those of the blocks run
+    read) give the bridge's logits and δ's gradient (bit for bit on this machine; assert_same),
+    with attention computed by hand or by the bridge's module: v*, its losses and the edit are those of the blocks run
     through the bridge."""
     rows, edit_pos, needed = v_star_rows(smollm2, V_STAR_PREFIXES, "The Eiffel Tower is located in the city of", "Eiffel Tower", "The Eiffel Tower is a")
     target = mlp_output(smollm2, 4)
@@ -462,9 +490,9 @@ def test_smollm2_v_star_blocks_by_hand_equal_the_bridge_bit_for_bit(smollm2, one
     [(V_STAR_PREFIXES[:4], True), ([*V_STAR_PREFIXES[:3], "When the weather was fine for weeks last year, many people who travel to France said that "], False)],
     ids=["short-prefix", "long-prefix"],
 )
-def test_smollm2_v_star_cache_equals_a_whole_pass_bit_for_bit(smollm2, prefixes, short, one_thread):
+def test_smollm2_v_star_cache_equals_a_whole_pass(smollm2, prefixes, short, one_thread):
     """The prefix's keys and values in the blocks after the edited one come from a pass over the
-    prefix's columns alone; they are those of a pass over every column, bit for bit at every
+    prefix's columns alone; they are those of a pass over every column (assert_same) at every
     real position, with a prefix shorter than a CPU vector of floats (16) and with a longer one."""
     from workbench.hooks.kv_cache import kv_tensors, logits_and_cache
 
