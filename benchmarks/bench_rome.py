@@ -10,8 +10,9 @@ set's rome-eval summary (ES/PS/NS/S/EM/PM/NM, seconds_per_edit) and the C figure
 
 --baseline-cases N: after each set, its first N cases again as the peer runs ROME: the same
 algorithm with every v* step a whole-model pass (kmeng01/rome's compute_v runs the model
-from its embeddings with δ added by a hook; DeltaPass(full_pass=True) here), in the same
-process. Prints seconds per edit of both on those cases, their ratio, and the largest
+from its embeddings with δ added by a hook; DeltaPass(full_pass=True) here, which projects
+only the scored positions onto the vocabulary where the peer projects all, so the baseline
+errs fast), in the same process. Prints seconds per edit of both on those cases, their ratio, and the largest
 difference of the cases' metrics (whole passes round differently, so not zero).
 """
 
