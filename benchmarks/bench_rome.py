@@ -12,8 +12,9 @@ set's rome-eval summary (ES/PS/NS/S/EM/PM/NM, seconds_per_edit) and the C figure
 algorithm with every v* step a whole-model pass (kmeng01/rome's compute_v runs the model
 from its embeddings with δ added by a hook; DeltaPass(full_pass=True) here, which projects
 only the scored positions onto the vocabulary where the peer projects all, so the baseline
-errs fast), in the same process. Prints seconds per edit of both on those cases, their ratio, and the largest
-difference of the cases' metrics (whole passes round differently, so not zero).
+errs fast), in the same process. Prints seconds per edit of both on those cases, their
+ratio, and the largest difference of the cases' metrics (whole passes round differently,
+so not zero).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main() -> None:
             out["baseline"] = whole_pass_baseline(plugin, model, {**params, "max_cases": args.baseline_cases}, out["cases"][: args.baseline_cases])
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=2) + "\n", encoding="utf-8")
+
 
 def whole_pass_baseline(plugin, model, params: dict, ours: list[dict]) -> dict:
     """The same cases with every v* step a whole-model pass, and the comparison."""

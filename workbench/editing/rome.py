@@ -255,18 +255,22 @@ _MAX_KEPT_WIDTH = 4096
 
 def _lu_factors(second_moment: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     array = np.ascontiguousarray(second_moment)
-    keep = array.shape[0] <= _MAX_KEPT_WIDTH
-    key = hashlib.blake2b(array.view(np.uint8).reshape(-1).data, digest_size=16).digest() + str((array.shape, array.dtype.str)).encode() if keep else b""
-    if key in _FACTORS:
-        return _FACTORS[key]
+    if array.shape[0] > _MAX_KEPT_WIDTH:
+        _FACTORS.clear()
+        return _factored(array)
+    key = hashlib.blake2b(array.view(np.uint8).reshape(-1).data, digest_size=16).digest() + str((array.shape, array.dtype.str)).encode()
+    if key not in _FACTORS:
+        factors = _factored(array)
+        _FACTORS.clear()
+        _FACTORS[key] = factors
+    return _FACTORS[key]
+
+
+def _factored(array: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        factors = torch.linalg.lu_factor(torch.from_numpy(array).double())
+        return torch.linalg.lu_factor(torch.from_numpy(array).double())
     except RuntimeError:
         raise InputError("The key statistics matrix C is singular.", "use a longer corpus (about 10 × d_mlp tokens)") from None
-    _FACTORS.clear()
-    if keep:
-        _FACTORS[key] = factors
-    return factors
 
 
 def rank_one_update(second_moment: np.ndarray, k_star: torch.Tensor, v_star: torch.Tensor, w_k_star: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -371,11 +371,8 @@ class NnsightEngine(Engine):
         for edit in edits:
             self.check_edit(edit.layer)
         model = self.model
-        # Each edit rides on its projection: (path, edits there), in the order the model runs them.
-        by_layer: dict[int, list[RankOneEdit]] = {}
-        for edit in edits:
-            by_layer.setdefault(edit.layer, []).append(edit)
-        edit_plan = [(_path(f"{self.modules.blocks}.{layer}.{self.modules.mlp_proj}"), by_layer[layer]) for layer in sorted(by_layer)]
+        # Each edit rides on the visit of its projection's input, as in a run (_plan).
+        plan = [self._steps(visit) for visit in self._plan({}, {}, {}, tuple(edits))]
         ids = torch.as_tensor(tokens, dtype=torch.long).to(self.device)
         with remote_errors(self.remote_mode, self.model_name), torch.inference_mode():
             backend = self._backend()
@@ -383,7 +380,7 @@ class NnsightEngine(Engine):
                 generator = choice.generator()
                 for _ in range(n_tokens):
                     with model.trace(ids):
-                        for path, layer_edits in edit_plan:
+                        for path, _operations, _output, _writes, _reads, layer_edits in plan:
                             envoy = module_at(model, path)
                             keys = envoy.input
                             envoy.output = apply_edits(envoy.output, keys, layer_edits)
