@@ -32,7 +32,7 @@ import torch
 from peer_causal_trace import peer_trace  # noqa: E402  (this folder)
 
 from workbench.models import load_hf_model, load_model  # noqa: E402
-from workbench_causal_trace.flops import REMAINING_EXACT_CUTS, ModelSizes, fast_path_macs, peer_macs  # noqa: E402
+from workbench_causal_trace.flops import UNCOUNTED_EXACT_CUTS, ModelSizes, fast_path_macs, peer_macs  # noqa: E402
 from workbench_causal_trace.noise import subject_noise  # noqa: E402
 from workbench_causal_trace.reference import timed, trace_reference  # noqa: E402
 from workbench_causal_trace.request import build_request  # noqa: E402
@@ -123,7 +123,7 @@ def main() -> int:
           f"ours {ran / 1e9:,.1f} G as run at {ran / total_fast / 1e9:.1f} G/s, {alone / 1e9:,.1f} G with a pass per cell; "
           f"peer/ours {peer_work / ran:.1f}x as run, {peer_work / alone:.1f}x with a pass per cell (the speed-ups at equal throughput)")
     peak = matmul_peak(next(model.bridge.parameters()).device)
-    least = alone * (1 - REMAINING_EXACT_CUTS)
+    least = alone * (1 - UNCOUNTED_EXACT_CUTS)
     bound = total_peer / (least / peak)
     print(f"this device's float32 matrix-product peak: {peak / 1e9:.1f} G MACs/s (the peer ran at {peer_work / total_peer / peak:.0%} of it, ours at {ran / total_fast / peak:.0%}); "
           f"the least arithmetic of exact restored runs, {least / 1e9:,.1f} G, at that peak takes {least / peak:.1f} s: "

@@ -19,26 +19,25 @@ beyond that comes from bigger matrix products running faster per MAC. Measured o
 idle 2-core machine (peer 253 s, fast path 51 s), the peer ran at 53 G MACs/s and the
 fast path at 69: 10× (25 s) would take 140 G MACs/s, twice the fast path's rate.
 
-What exact arithmetic is left to cut, counted the same way on that trace: the last
-block needs its query, output projection and MLP at the scored position only (~4%);
+What exact arithmetic a pass per cell still holds, counted the same way on that trace:
+the last block needs its query, output projection and MLP at the scored positions only
+(~4%; joined passes, joined.py, compute no more, while pass_macs counts the whole block);
 a window's MLP outputs at the restored token are replaced, so their MLP need not run
-(~2%, the MLP kind only); the windows clipped at layer 0 (l <= window // 2) agree up to
-their shorter one's end and could share those blocks (~3.5%). Together they would move
-the bound to 4.4×. The first needs attention run for one query while keys and values
-come from every position, which the bridge's blocks do not offer; the last nets ~1%
-once the extra pass per token row it needs is paid (tracing.py's cost model). Half
-precision is no way out: it moves scores by ~1e-2 (tests/test_half_precision.py), a
-hundred times the tolerance of equal scores.
+(~2%, the MLP kind only, not built); the windows clipped at layer 0 (l <= window // 2)
+agree up to their shorter one's end and could share those blocks (~3.5%, not built: it
+nets ~1% once the extra pass per token row it needs is paid). Together they would move
+the bound to 4.4×. Half precision is no way out: it moves scores by ~1e-2
+(tests/test_half_precision.py), a hundred times the tolerance of equal scores.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The share of the fast path's arithmetic (with a pass per cell) that the exact cuts above,
-# not built, would save: 4% + 2% + 3.5%, counted on the Eiffel Tower trace. The benchmark's
-# bound on the speed-up a machine allows leaves it out, so the bound errs high.
-REMAINING_EXACT_CUTS = 0.095
+# The share of a pass per cell's arithmetic, as pass_macs counts it, that the exact cuts
+# above save: 4% + 2% + 3.5%, counted on the Eiffel Tower trace. The benchmark's bound on
+# the speed-up a machine allows leaves it out, so the bound errs high.
+UNCOUNTED_EXACT_CUTS = 0.095
 
 
 @dataclass(frozen=True)
@@ -69,6 +68,7 @@ class RestoredPass:
     entries: tuple[int, ...]  # each cell's entry layer, ascending
     rows_per_cell: int  # the noise samples
     projected: int  # positions per row projected onto the vocabulary (the scored ones)
+    joined: bool = False  # each cell joined the pass at its own entry layer (joined.py), so it ran only its own blocks
 
 
 def pass_macs(sizes: ModelSizes, rows: int, first_position: int, n_tokens: int, start_layer: int, projected: int) -> int:
@@ -97,6 +97,11 @@ def fast_path_macs(sizes: ModelSizes, n_tokens: int, samples: int, passes: list[
     blocks in between. n_tokens: the positions of a whole pass (the prompt, and a target's
     tokens but the last, which are teacher-forced)."""
     baselines = pass_macs(sizes, 1 + samples, 0, n_tokens, 0, n_tokens)
-    ran = sum(pass_macs(sizes, p.rows_per_cell * len(p.entries), p.position, n_tokens, p.entries[0], p.projected) for p in passes)
+    ran = sum(
+        pass_macs(sizes, p.rows_per_cell * len(p.entries), p.position, n_tokens, p.entries[0], p.projected)
+        for p in passes
+        if not p.joined
+    )
+    ran += sum(pass_macs(sizes, p.rows_per_cell, p.position, n_tokens, entry, p.projected) for p in passes if p.joined for entry in p.entries)
     alone = sum(pass_macs(sizes, p.rows_per_cell, p.position, n_tokens, entry, p.projected) for p in passes for entry in p.entries)
     return baselines + ran, baselines + alone

@@ -15,10 +15,14 @@ per cell):
    values for positions < t passed in as a KV cache, and project onto the vocabulary
    only the positions that score the target.
 
-Cells of one token row are batched, with each cell's S noised rows side by side; a hook
-per restored layer writes the clean state into the rows of the cells that restore that
-layer. A pass starts at its earliest cell's layer, so which cells share a pass is chosen
-by a cost model (fixed costs per pass and per block against blocks run for nothing).
+Cells of one token row are batched, with each cell's S noised rows side by side. Where
+the blocks can be run by hand (plain rotary attention: Llama, Mistral, Qwen2, Gemma,
+Mixtral; joined.py), each cell joins the row's pass at its own entry layer, restorations
+are writes between sublayers, and the last block runs only at the scored positions.
+Elsewhere the passes go through the bridge: a hook per restored layer writes the clean
+state into the rows of the cells that restore that layer, and a pass starts at its
+earliest cell's layer, so which cells share a pass is chosen by a cost model (fixed
+costs per pass and per block against blocks run for nothing).
 
 flops.py counts the arithmetic against the peer's: on SmolLM2 a quarter of it, within 7%
 of what restored runs that compute every position from the restored token on must do.
@@ -26,6 +30,7 @@ of what restored runs that compute every position from the restored token on mus
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -41,17 +46,20 @@ from workbench.models.shape import parallel_blocks
 from workbench.progress import Progress
 
 from .flops import RestoredPass
+from .joined import JoinedBlocks, JoinedCell
 from .noise import SubjectNoise, subject_noise
 from .request import TraceRequest
 from .scoring import KINDS, RESTORED_HOOK, restored_layers, target_probability
 
-# The cost of a restored pass in units of one row-position through one block: each block
+# The cost of a restored pass through the bridge in units of one row-position through one block: each block
 # run adds a fixed cost on top of its rows x positions, and each pass one more (Python,
 # hooks, the KV prefix). Measured on SmolLM2 on 2 CPU cores: about 3.5 ms per block and
 # 10 ms per pass, against 0.049 ms per row-position-block.
 BLOCK_OVERHEAD = 70
 PASS_OVERHEAD = 200
 MAX_LOGIT_BYTES = 384 << 20  # bound on one pass's logits
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -185,14 +193,68 @@ def _entry_layer(kind: str, layer: int, restored: range, base: _Baselines) -> in
     return restored.start
 
 
+def _entering_residual(kind: str, entry: int, restored: range, base: _Baselines, position: int) -> torch.Tensor:
+    """The residual [samples, positions from the restored token, d_model] a cell's run enters
+    its entry block with: the corrupted run's, and where the entry is after the cell's first
+    restored block (which is then not run), that block's restored effect at the token."""
+    residual = base.corrupted_resid_pre[entry][:, position:].clone()
+    if entry > restored.start:
+        name = RESTORED_HOOK[kind].format(entry - 1)
+        if kind == "resid":
+            residual[:, 0] = base.clean[name][position]
+        elif kind == "mlp":
+            residual[:, 0] += base.clean[name][position] - base.corrupted_mlp[entry - 1][:, position]
+        else:
+            after_attention = base.corrupted_resid_pre[entry - 1][:, position] + base.clean[name][position]
+            residual[:, 0] = after_attention + base.block_mlp(entry - 1, after_attention)
+    return residual
+
+
+def _joined_cell(kind: str, entry: int, restored: range, base: _Baselines, position: int) -> JoinedCell:
+    part = {"mlp": "mlp", "attn": "attn"}.get(kind)  # a restored block output is a later block's input: no write
+    writes = {(layer, part): base.clean[RESTORED_HOOK[kind].format(layer)][position] for layer in restored if layer >= entry} if part else {}
+    return JoinedCell(entry, _entering_residual(kind, entry, restored, base, position), writes)
+
+
+def _bridge_pass(model: LoadedModel, base: _Baselines, chunk: list, position: int, samples: int, first_scored: int) -> torch.Tensor:
+    """The logits of a chunk of cells (sorted by entry layer) in one pass through the bridge,
+    from the first cell's entry layer on; a hook per restored layer writes the clean state."""
+    bridge = model.bridge
+    start = chunk[0][0]
+    residual = base.corrupted_resid_pre[start][:, position:].repeat(len(chunk), 1, 1)
+    restore_at: dict[str, list[int]] = {}
+    for index, (entry, kind_index, _, restored) in enumerate(chunk):
+        kind = KINDS[kind_index]
+        if entry == start:
+            residual[index * samples : (index + 1) * samples] = _entering_residual(kind, entry, restored, base, position)
+        for layer in restored:
+            if layer >= start:
+                restore_at.setdefault(RESTORED_HOOK[kind].format(layer), []).append(index)
+    hooks = []
+    for name, indices in restore_at.items():
+        rows = torch.tensor([i * samples + s for i in indices for s in range(samples)], device=residual.device)
+        hooks.append((name, _restore_rows(base.clean[name][position], rows)))
+    # The corrupted run's keys and values before the restored token, one copy per cell
+    # (rows are cell-major, sample-minor).
+    cache = prefix_cache(base.corrupted_kv, position, len(chunk)) if start < model.n_layers else None
+    return logits_from_layer(bridge, residual, start, fwd_hooks=hooks, past_key_values=cache, select=lambda normed: normed[:, first_scored:])
+
+
 def _trace_token_row(
-    model: LoadedModel, request: TraceRequest, base: _Baselines, kinds: tuple[str, ...], position: int, window: int, samples: int
+    model: LoadedModel,
+    request: TraceRequest,
+    base: _Baselines,
+    kinds: tuple[str, ...],
+    position: int,
+    window: int,
+    samples: int,
+    blocks: JoinedBlocks | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float], list[RestoredPass]]:
     """P(target) for the cells (position, every layer) of every kind, the seconds spent on
     each kind, and the passes run. The kinds share passes: their cells at one token need
     the same positions and KV prefix, and more cells to choose from make groups that waste less.
-    A pass's time is charged to the kinds in proportion to their cells in it."""
-    bridge = model.bridge
+    A pass's time is charged to the kinds in proportion to their cells in it. blocks: the
+    blocks by hand, when the trace found them to give the bridge's numbers (joined.py)."""
     n_layers = model.n_layers
     cells = []
     for kind in kinds:
@@ -206,38 +268,19 @@ def _trace_token_row(
     row_scores = {kind: np.zeros(n_layers, dtype=np.float32) for kind in kinds}
     seconds = {kind: 0.0 for kind in kinds}
     passes = []
-    for first, stop in _group_cells([c[0] for c in cells], samples, positions, n_layers, max_cells):
+    if blocks is not None:
+        # Cells join the pass at their own entry layer, so grouping wastes nothing: one pass per
+        # row, split only to bound the logits.
+        groups = [(first, min(first + max_cells, len(cells))) for first in range(0, len(cells), max_cells)]
+    else:
+        groups = _group_cells([c[0] for c in cells], samples, positions, n_layers, max_cells)
+    for first, stop in groups:
         started = time.perf_counter()
         chunk = cells[first:stop]
-        start = chunk[0][0]
-        residual = base.corrupted_resid_pre[start][:, position:].repeat(len(chunk), 1, 1)
-        restore_at: dict[str, list[int]] = {}
-        for index, (entry, kind_index, _, restored) in enumerate(chunk):
-            kind = KINDS[kind_index]
-            rows = slice(index * samples, (index + 1) * samples)
-            if entry == start and entry > restored.start:
-                # The cell's first restored block is not run: its effect enters with the residual.
-                name = RESTORED_HOOK[kind].format(entry - 1)
-                if kind == "resid":
-                    residual[rows, 0] = base.clean[name][position]
-                elif kind == "mlp":
-                    residual[rows, 0] += base.clean[name][position] - base.corrupted_mlp[entry - 1][:, position]
-                else:
-                    after_attention = base.corrupted_resid_pre[entry - 1][:, position] + base.clean[name][position]
-                    residual[rows, 0] = after_attention + base.block_mlp(entry - 1, after_attention)
-            for layer in restored:
-                if layer >= start:
-                    restore_at.setdefault(RESTORED_HOOK[kind].format(layer), []).append(index)
-        hooks = []
-        for name, indices in restore_at.items():
-            rows = torch.tensor([i * samples + s for i in indices for s in range(samples)], device=residual.device)
-            hooks.append((name, _restore_rows(base.clean[name][position], rows)))
-        # The corrupted run's keys and values before the restored token, one copy per cell
-        # (rows are cell-major, sample-minor).
-        cache = prefix_cache(base.corrupted_kv, position, len(chunk)) if start < n_layers else None
-        logits = logits_from_layer(
-            bridge, residual, start, fwd_hooks=hooks, past_key_values=cache, select=lambda normed: normed[:, first_scored:]
-        )
+        if blocks is not None:
+            logits = blocks.logits([_joined_cell(KINDS[k], entry, restored, base, position) for entry, k, _, restored in chunk], first_scored)
+        else:
+            logits = _bridge_pass(model, base, chunk, position, samples, first_scored)
         probability = target_probability(logits, request.target_ids, 0)
         per_cell = probability.view(len(chunk), samples).mean(-1)
         for (_, kind_index, layer, _), value in zip(chunk, per_cell.tolist()):
@@ -245,7 +288,7 @@ def _trace_token_row(
         elapsed = time.perf_counter() - started
         for _, kind_index, _, _ in chunk:
             seconds[KINDS[kind_index]] += elapsed / len(chunk)
-        passes.append(RestoredPass(position, tuple(cell[0] for cell in chunk), samples, logits.shape[1]))
+        passes.append(RestoredPass(position, tuple(cell[0] for cell in chunk), samples, logits.shape[1], joined=blocks is not None))
     return row_scores, seconds, passes
 
 
@@ -285,13 +328,22 @@ def trace_with_noise(model: LoadedModel, request: TraceRequest, noise: SubjectNo
         # The clean and corrupted passes serve every kind; each kind is charged its share.
         seconds = {kind: (time.perf_counter() - started) / len(kinds) for kind in kinds}
         passes: list[RestoredPass] = []
+        by_hand: bool | None = None  # whether blocks by hand give the bridge's numbers: checked on the first row traced
         for position in range(request.n_tokens):
             if position < request.subject_range[0]:
                 # The noise starts at the subject: earlier states are the same in both runs.
                 for kind in kinds:
                     scores[kind][position] = base.low
             else:
-                rows, spent, ran = _trace_token_row(model, request, base, kinds, position, window, samples)
+                blocks = None
+                if by_hand is not False:
+                    blocks = JoinedBlocks.for_token(model.bridge, base.corrupted_resid_pre, base.corrupted_kv, position)
+                    if by_hand is None:
+                        by_hand = blocks is not None and blocks.check(base.corrupted_resid_pre, request.n_tokens - 1 - position)
+                        if not by_hand:
+                            logger.info("causal tracing runs its restored passes through the bridge: blocks by hand do not give its numbers here")
+                    blocks = blocks if by_hand else None
+                rows, spent, ran = _trace_token_row(model, request, base, kinds, position, window, samples, blocks)
                 passes += ran
                 for kind in kinds:
                     scores[kind][position] = rows[kind]

@@ -27,6 +27,8 @@ block does, so logits and gradients come out bit for bit those of the bridge's p
 assumed: the caller compares a run by hand with the bridge's pass once per model and layer
 (workbench.editing.delta_pass) and uses the bridge where they differ (Gemma 2's norms after
 attention and MLP, parallel blocks, attention that wants other arguments than the block).
+Causal tracing's restored passes run blocks from the same parts (the norms, attention_by_hand,
+the MLP), with checks of their own (plugins/workbench_causal_trace/joined.py).
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def block_arguments(bridge, start: int, residual: torch.Tensor, **forward_kwargs
     return arguments, next(iter(names), None)
 
 
-def _norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def norm_by_hand(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the bridge's norm returns, without its hook points: on its native path with no
     hook registered it computes the hooks' values (scale, normalized) and then returns the HF
     module's own output, which this computes alone."""
@@ -117,7 +119,7 @@ _ATTENTION_VARIANTS = ("attn_logit_softcapping", "sinks", "key_multiplier")
 _CONFIG_VARIANTS = ("use_split_qkv_input", "use_attn_in", "gated_q_proj", "rotary_interleaved_cos_sin", "rotary_adjacent_pairs", "use_attn_result", "qk_norm_after_rope")
 
 
-def _plain_rotary_attention(attention: torch.nn.Module) -> bool:
+def is_plain_rotary_attention(attention: torch.nn.Module) -> bool:
     """Whether the bridge computes this attention as plain rotary attention (Llama, Mistral,
     Qwen2, ...), which a block by hand then computes the same way at the positions it keeps:
     Q, K and V projections, rotary embedding, the cache, grouped heads, scaled scores plus the
@@ -144,7 +146,7 @@ def _plain_rotary_attention(attention: torch.nn.Module) -> bool:
     )
 
 
-def _plain_arguments(arguments: dict[str, Any], head_dim: int) -> bool:
+def takes_plain_arguments(arguments: dict[str, Any], head_dim: int) -> bool:
     """Whether the model hands the block what plain rotary attention takes: an additive float
     mask [batch, 1, pos, keys], and cos and sin over the whole head."""
     mask, rotary = arguments.get("attention_mask"), arguments.get("position_embeddings")
@@ -173,7 +175,7 @@ class BlocksByHand:
         self.blocks = list(bridge.blocks)[start:]
         self.arguments = arguments
         self.cache_name = cache_name
-        self.plain_attention = [_plain_rotary_attention(block.attn) and _plain_arguments(given, block.attn.original_component.head_dim) for block, given in zip(self.blocks, arguments)]
+        self.plain_attention = [is_plain_rotary_attention(block.attn) and takes_plain_arguments(given, block.attn.original_component.head_dim) for block, given in zip(self.blocks, arguments)]
 
     def run(self, x: torch.Tensor, cache, kept: torch.Tensor | None, scored: torch.Tensor | None) -> torch.Tensor:
         """The residual leaving the last block [batch, pos, d_model], at the scored positions
@@ -207,9 +209,9 @@ class BlocksByHand:
                 queries = scored if kept is None else torch.searchsorted(kept, scored)
             if self.cache_name is not None:
                 arguments = {**arguments, self.cache_name: cache}
-            normed = _norm(block.ln1, residual)
+            normed = norm_by_hand(block.ln1, residual)
             if plain:
-                attended = self._attention(block, arguments, cache, normed, kept, queries, (batch, width))
+                attended = attention_by_hand(block, arguments, cache, normed, kept, queries, (batch, width))
             else:
                 spread = normed if kept is None else normed.new_zeros(batch * width, d_model).index_copy(0, kept, normed)
                 attended = block.attn(hidden_states=spread.view(batch, width, d_model), **arguments)
@@ -221,41 +223,41 @@ class BlocksByHand:
             middle = (residual if queries is None else residual.index_select(0, queries)) + attended
             if index == last and not last_mlp:
                 break
-            residual = middle + block.mlp(_norm(block.ln2, middle))
+            residual = middle + block.mlp(norm_by_hand(block.ln2, middle))
         return residual
 
-    @staticmethod
-    def _attention(block, arguments: dict[str, Any], cache, normed: torch.Tensor, kept: torch.Tensor | None, queries: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
-        """PositionEmbeddingsAttentionBridge.forward's arithmetic, op for op, with the
-        projections at the kept positions alone, and queries and the output projection only
-        at those whose output is needed."""
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
-        attention = block.attn
-        module = attention.original_component
-        head_dim = module.head_dim
-        at_queries = kept if queries is None else (queries if kept is None else kept[queries])
-        query = _spread(attention.q.original_component(normed if queries is None else normed.index_select(0, queries)), at_queries, shape, head_dim)
-        key = _spread(attention.k.original_component(normed), kept, shape, head_dim)
-        value = _spread(attention.v.original_component(normed), kept, shape, head_dim)
-        cos, sin = arguments["position_embeddings"]
-        query, key = apply_rotary_pos_emb(query, key, cos, sin)
-        key, value = cache.update(key, value, attention._layer_idx)
-        groups = getattr(module, "num_key_value_groups", 1)
-        if groups > 1:
-            key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-        scores = torch.matmul(query, key.transpose(-2, -1)) * getattr(module, "scaling", head_dim**-0.5)
-        mask = arguments["attention_mask"]
-        if mask.shape[-1] != key.shape[-2]:
-            mask = mask[..., : key.shape[-2]]
-        if mask.shape[-2] != query.shape[-2]:
-            mask = mask[..., -query.shape[-2] :, :]
-        scores = scores + mask.to(dtype=scores.dtype)
-        weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-        out = torch.matmul(weights, value).transpose(1, 2).contiguous().reshape(shape[0] * shape[1], -1)
-        if at_queries is not None:
-            out = out.index_select(0, at_queries)
-        projection = attention.o.original_component
-        if out.dtype != projection.weight.dtype and projection.weight.dtype.is_floating_point:
-            out = out.to(projection.weight.dtype)
-        return projection(out)
+def attention_by_hand(block, arguments: dict[str, Any], cache, normed: torch.Tensor, kept: torch.Tensor | None, queries: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+    """PositionEmbeddingsAttentionBridge.forward's arithmetic, op for op, with the
+    projections at the kept positions alone, and queries and the output projection only
+    at those whose output is needed."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    attention = block.attn
+    module = attention.original_component
+    head_dim = module.head_dim
+    at_queries = kept if queries is None else (queries if kept is None else kept[queries])
+    query = _spread(attention.q.original_component(normed if queries is None else normed.index_select(0, queries)), at_queries, shape, head_dim)
+    key = _spread(attention.k.original_component(normed), kept, shape, head_dim)
+    value = _spread(attention.v.original_component(normed), kept, shape, head_dim)
+    cos, sin = arguments["position_embeddings"]
+    query, key = apply_rotary_pos_emb(query, key, cos, sin)
+    key, value = cache.update(key, value, attention._layer_idx)
+    groups = getattr(module, "num_key_value_groups", 1)
+    if groups > 1:
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scores = torch.matmul(query, key.transpose(-2, -1)) * getattr(module, "scaling", head_dim**-0.5)
+    mask = arguments["attention_mask"]
+    if mask.shape[-1] != key.shape[-2]:
+        mask = mask[..., : key.shape[-2]]
+    if mask.shape[-2] != query.shape[-2]:
+        mask = mask[..., -query.shape[-2] :, :]
+    scores = scores + mask.to(dtype=scores.dtype)
+    weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(weights, value).transpose(1, 2).contiguous().reshape(shape[0] * shape[1], -1)
+    if at_queries is not None:
+        out = out.index_select(0, at_queries)
+    projection = attention.o.original_component
+    if out.dtype != projection.weight.dtype and projection.weight.dtype.is_floating_point:
+        out = out.to(projection.weight.dtype)
+    return projection(out)

@@ -9,12 +9,15 @@ only the noise and the scoring with it.
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 from workbench.errors import InputError
+from workbench.job_context import Interrupted, cancellable
+from workbench.models import load_model
 from workbench.plugin_api import AnalysisContext, discover_plugins, run_analysis, summary_json
 from workbench.progress import run_to_completion
 from workbench.results import load_results, save_result
@@ -227,3 +230,79 @@ def test_counted_passes_are_the_passes_run(lab_model, monkeypatch):
     assert sizes.block_weights == 4 * 128 * 128 + 2 * 128 * 128  # GPT-2 block: q, k, v, o; MLP in and out
     ran, alone = flops.fast_path_macs(sizes, n_tokens, 3, traced.passes)
     assert alone <= ran < flops.peer_macs(sizes, n_tokens, len(KINDS), 3)
+
+
+def _zoo_request(model, target=""):
+    # A token before the subject: restored runs read its keys and values from the corrupted run.
+    prompt = "Yesterday the Eiffel Tower was located in the city of"
+    return build_request(model, prompt, model.tokenize(prompt), "the Eiffel Tower", target)
+
+
+def _through_the_bridge(monkeypatch):
+    monkeypatch.setattr(tracing.JoinedBlocks, "for_token", classmethod(lambda cls, *args: None))
+
+
+@pytest.mark.parametrize("family", ["llama", "mixtral"])
+def test_joined_passes_equal_passes_through_the_bridge(family, monkeypatch):
+    """Llama blocks (and Mixtral's, with expert MLPs) run by hand, every cell joining the pass
+    at its own entry layer: the same scores as passes through the bridge, and no block run
+    for nothing (what flops.py counts as the passes run is then a pass per cell)."""
+    model = load_model(f"zoo:{family}")
+    request = _zoo_request(model)
+    assert request.subject_range[0] > 0
+    noise = subject_noise(model, request, samples=3, noise=0.0, noise_scale=3.0, seed=1)
+    joined = run_to_completion(trace_with_noise(model, request, noise, KINDS, window=4))
+    assert joined.passes and all(p.joined for p in joined.passes)
+    ran, alone = flops.fast_path_macs(flops.ModelSizes.of(model), len(request.sequence), 3, joined.passes)
+    assert ran == alone
+    _through_the_bridge(monkeypatch)
+    bridged = run_to_completion(trace_with_noise(model, request, noise, KINDS, window=4))
+    assert not any(p.joined for p in bridged.passes)
+    for kind in KINDS:
+        np.testing.assert_allclose(joined.scores[kind], bridged.scores[kind], rtol=1e-4, atol=1e-7)
+        assert np.ptp(bridged.scores[kind]) > 1e-3  # cells differ: the comparison is not vacuous
+
+
+def test_blocks_by_hand_that_miss_send_the_trace_through_the_bridge(monkeypatch):
+    model = load_model("zoo:llama")
+    request = _zoo_request(model)
+    noise = subject_noise(model, request, samples=2, noise=0.0, noise_scale=3.0, seed=1)
+    real = tracing.JoinedBlocks.residual_out
+    monkeypatch.setattr(tracing.JoinedBlocks, "residual_out", lambda self, cells, first: real(self, cells, first) * 1.001)
+    traced = run_to_completion(trace_with_noise(model, request, noise, ("resid", "mlp"), window=4))
+    assert traced.passes and not any(p.joined for p in traced.passes)
+    for kind in ("resid", "mlp"):
+        reference, _, _ = run_to_completion(trace_reference(model, request, noise, kind, window=4))
+        np.testing.assert_allclose(traced.scores[kind], reference, atol=1e-6)
+
+
+def test_cancel_stops_blocks_run_by_hand():
+    # Blocks by hand never call a block's forward, where the app's interrupt hook sits: they ask themselves.
+    model = load_model("zoo:llama")
+    request = _zoo_request(model)
+    noise = subject_noise(model, request, samples=2, noise=0.0, noise_scale=3.0, seed=1)
+    event = threading.Event()
+    steps = trace_with_noise(model, request, noise, KINDS, window=4)
+    with cancellable(event):
+        for _ in range(request.subject_range[0]):  # the clean and corrupted runs, and the tokens before the subject
+            next(steps)
+        event.set()
+        with pytest.raises(Interrupted):
+            next(steps)
+
+
+@pytest.mark.smollm2
+def test_smollm2_joined_passes_with_a_target_of_several_tokens(smollm2, monkeypatch):
+    # The last block computes only the scored positions; with a target of several tokens
+    # there are several, and the restored token is not among them.
+    prompt = "In 1889 the Eiffel Tower opened in"
+    request = build_request(smollm2, prompt, smollm2.tokenize(prompt), "the Eiffel Tower", " Paris, France")
+    assert len(request.target_ids) > 1 and request.subject_range[0] > 0
+    noise = subject_noise(smollm2, request, samples=2, noise=0.0, noise_scale=3.0, seed=1)
+    joined = run_to_completion(trace_with_noise(smollm2, request, noise, KINDS))
+    assert all(p.joined for p in joined.passes)
+    _through_the_bridge(monkeypatch)
+    bridged = run_to_completion(trace_with_noise(smollm2, request, noise, KINDS))
+    for kind in KINDS:
+        np.testing.assert_allclose(joined.scores[kind], bridged.scores[kind], rtol=1e-4, atol=1e-6)
+    assert joined.high_score > 10 * joined.low_score
