@@ -11,13 +11,14 @@ Both algorithms are bound by these products on a CPU (the matrix multiplies take
 of the fast path's time on SmolLM2), so the ratio of the counts is the speed-up the fast
 path can reach at equal throughput. On SmolLM2-135M with the Eiffel Tower prompt (10
 tokens, the subject from token 0, so no token row is skipped), 10 samples, all three
-kinds, window 10: the peer needs 13.4 T MACs; the fast path 3.3 T if every cell had a
-pass of its own, 3.6 T as its cells are grouped into passes. The products a restored
-run cannot skip (positions from the restored token on, blocks from the first restored
-layer on) bound the speed-up near 4× at equal throughput; what the fast path gains
-beyond that comes from bigger matrix products running faster per MAC. Measured on an
-idle 2-core machine (peer 253 s, fast path 51 s), the peer ran at 53 G MACs/s and the
-fast path at 69: 10× (25 s) would take 140 G MACs/s, twice the fast path's rate.
+kinds, window 10: the peer needs 13.4 T MACs; the fast path 3.3 T with a pass per cell
+(what its joined passes run, joined.py), 3.6 T where its cells are grouped into passes
+through the bridge. The products a restored run cannot skip (positions from the
+restored token on, blocks from the first restored layer on) bound the speed-up near 4×
+at equal throughput; what the fast path gains beyond that comes from bigger matrix
+products running faster per MAC. In two `make bench` runs on 2026-12-06 (peer 271–281 s,
+fast path 51–55 s) the peer ran at 48–49 G MACs/s and the fast path at 61–65: 10× (27–28
+s) would take 120–124 G MACs/s, more than that 2-core CPU's measured float32 peak (73–95).
 
 What exact arithmetic a pass per cell still holds, counted the same way on that trace:
 the last block needs its query, output projection and MLP at the scored positions only
