@@ -58,6 +58,10 @@ from .scoring import KINDS, RESTORED_HOOK, restored_layers, target_probability
 BLOCK_OVERHEAD = 70
 PASS_OVERHEAD = 200
 MAX_LOGIT_BYTES = 384 << 20  # bound on one pass's logits
+# Bound on the largest intermediate of a joined pass (an MLP's hidden layer, or the attention
+# scores, kept in float32), which holds every cell of the pass: a long prompt on a big model
+# would otherwise take gigabytes per tensor.
+MAX_ACTIVATION_BYTES = 1 << 30
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +171,14 @@ def _max_cells_per_pass(model: LoadedModel, samples: int, scored_positions: int)
     return max(1, MAX_LOGIT_BYTES // max(1, samples * scored_positions * int(model.cfg.d_vocab) * 4))
 
 
+def _max_joined_cells(model: LoadedModel, samples: int, position: int, n_positions: int) -> int:
+    """Cells per joined pass whose widest intermediate stays under MAX_ACTIVATION_BYTES: per
+    row and position, d_mlp hidden units, or a score per head and key."""
+    width = n_positions - position
+    per_position = max(int(model.cfg.d_mlp), model.n_heads * n_positions)
+    return max(1, MAX_ACTIVATION_BYTES // max(1, samples * width * per_position * 4))
+
+
 def _group_cells(entries: list[int], rows_per_cell: int, positions: int, n_layers: int, max_cells: int) -> list[tuple[int, int]]:
     """Split cells, sorted by entry layer, into passes [i, j) of least modelled cost.
 
@@ -270,8 +282,9 @@ def _trace_token_row(
     passes = []
     if blocks is not None:
         # Cells join the pass at their own entry layer, so grouping wastes nothing: one pass per
-        # row, split only to bound the logits.
-        groups = [(first, min(first + max_cells, len(cells))) for first in range(0, len(cells), max_cells)]
+        # row, split only to bound the logits and the intermediates.
+        step = min(max_cells, _max_joined_cells(model, samples, position, len(request.sequence)))
+        groups = [(first, min(first + step, len(cells))) for first in range(0, len(cells), step)]
     else:
         groups = _group_cells([c[0] for c in cells], samples, positions, n_layers, max_cells)
     for first, stop in groups:

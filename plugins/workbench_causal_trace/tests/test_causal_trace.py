@@ -263,6 +263,26 @@ def test_joined_passes_equal_passes_through_the_bridge(family, monkeypatch):
         assert np.ptp(bridged.scores[kind]) > 1e-3  # cells differ: the comparison is not vacuous
 
 
+def test_joined_passes_split_to_bound_their_intermediates(monkeypatch):
+    model = load_model("zoo:llama")
+    request = _zoo_request(model)
+    noise = subject_noise(model, request, samples=2, noise=0.0, noise_scale=3.0, seed=1)
+    whole = run_to_completion(trace_with_noise(model, request, noise, KINDS, window=4))
+    traced_rows = request.n_tokens - request.subject_range[0]
+    assert len(whole.passes) == traced_rows  # a pass per token row
+    # Room for 5 cells of the first row traced (the widest): its widest intermediate per cell is
+    # samples x positions x (d_mlp hidden units, or a score per head and key), in float32.
+    first, n_positions = request.subject_range[0], len(request.sequence)
+    per_cell = 2 * (n_positions - first) * max(int(model.cfg.d_mlp), model.n_heads * n_positions) * 4
+    monkeypatch.setattr(tracing, "MAX_ACTIVATION_BYTES", 5 * per_cell)
+    split = run_to_completion(trace_with_noise(model, request, noise, KINDS, window=4))
+    assert all(p.joined for p in split.passes) and len(split.passes) > traced_rows
+    cells = 3 * model.n_layers
+    assert [len(p.entries) for p in split.passes if p.position == first] == [5] * (cells // 5) + ([cells % 5] if cells % 5 else [])
+    for kind in KINDS:
+        np.testing.assert_allclose(split.scores[kind], whole.scores[kind], rtol=1e-5, atol=1e-9)
+
+
 def test_blocks_by_hand_that_miss_send_the_trace_through_the_bridge(monkeypatch):
     model = load_model("zoo:llama")
     request = _zoo_request(model)
