@@ -39,26 +39,31 @@ def run(script: str, *args: str) -> tuple[dict | None, str]:
         return json.loads(out.read_text(encoding="utf-8")), last
 
 
+def _not_run(family: str, analysis: str, last: str) -> tuple[str, str, None, None, str]:
+    """The row of a benchmark that did not finish: the analysis's refusal, or the failure."""
+    return (family, analysis, None, None, last if last.startswith("refused") else f"failed: {last}")
+
+
 def rows_for(family: str, device: list[str]) -> list[tuple[str, str, float | None, float | None, str]]:
     model = f"zoo:{family}"
     rows = []
     trace, last = run("bench_causal_trace.py", "--model", model, "--samples", "3", *device)
     if trace is None:
-        rows.append((family, "causal tracing", None, None, last if last.startswith("refused") else f"failed: {last}"))
+        rows.append(_not_run(family, "causal tracing", last))
     else:
         rows.append((family, "causal tracing", trace["ours_seconds"], trace["peer_seconds"], f"max |diff| {trace['max_difference']:.1e}"))
     # A random model often predicts one token after both prompts, which leaves the logit
     # difference of the top tokens 0 and patching refusing it: the answers are named.
     patching, last = run("bench_patching.py", "--model", model, "--pair", "eiffel", "--answers", " Paris, Rome", *device)
     if patching is None:
-        rows.append((family, "activation patching", None, None, last if last.startswith("refused") else f"failed: {last}"))
+        rows.append(_not_run(family, "activation patching", last))
     else:
         worst = max(row["max_abs_diff"] for row in patching["rows"])
         ours, theirs = (sum(row[key] for row in patching["rows"]) for key in ("ours_s", "transformer_lens_s"))
         rows.append((family, "activation patching", ours, theirs, f"max |diff| {worst:.1e}"))
     rome, last = run("bench_rome.py", "--model", model, "--layer", "1", "--keep-cache", "--dataset", str(HELD_OUT), "--cases", "2", "--baseline-cases", "2", *device)
     if rome is None:
-        rows.append((family, "ROME per edit", None, None, last if last.startswith("refused") else f"failed: {last}"))
+        rows.append(_not_run(family, "ROME per edit", last))
     else:
         base = next(iter(rome.values()))["baseline"]
         rows.append((family, "ROME per edit", base["ours_seconds_per_edit"], base["baseline_seconds_per_edit"], f"max |metric diff| {base['max_metric_difference']:.1e}"))
@@ -70,10 +75,10 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default=",".join(FAMILIES))
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
     parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args()
-    device = ["--device", args.device] if args.device else []
+    device = ["--device", args.device]
     table = []
     for family in args.families.split(","):
         print(f"{family} ...", flush=True)

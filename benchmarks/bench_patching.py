@@ -64,14 +64,14 @@ def main() -> None:
     parser.add_argument("--targets", default="all")
     parser.add_argument("--tl-layers", type=int, default=0, help="time TransformerLens on this many layers and scale (0: all)")
     parser.add_argument("--answers", default="", help="'clean,corrupted' answers, one token each (default: each run's top token)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the loader's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default; the app uses cores - 1)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = load_model(args.model, device=args.device) if args.device else load_model(args.model)
+    model = load_model(args.model, device=args.device)
     bridge = model.bridge
     clean, corrupted = PAIRS[args.pair]
     tl_layers = args.tl_layers or model.n_layers

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, nargs="+", default=[DATA], help="CounterFact-format sets, run in this order (default: %(default)s)")
     parser.add_argument("--baseline-cases", type=int, default=0, help="time the whole-model v* pass on each set's first N cases too (0: skip)")
     parser.add_argument("--model", default="smollm2", help="model spec (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the loader's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the --json summaries here, one per set")
     args = parser.parse_args()
     if not args.keep_cache:
@@ -50,7 +50,7 @@ def main() -> None:
     from workbench.progress import run_to_completion
 
     started = time.perf_counter()
-    model = load_model(args.model, device=args.device) if args.device else load_model(args.model)
+    model = load_model(args.model, device=args.device)
     print(f"model loaded in {time.perf_counter() - started:.1f} s")
     stats = run_to_completion(key_statistics(model, args.layer))
     c = stats.second_moment

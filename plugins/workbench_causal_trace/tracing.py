@@ -223,7 +223,7 @@ def _entering_residual(kind: str, entry: int, restored: range, base: _Baselines,
 
 
 def _joined_cell(kind: str, entry: int, restored: range, base: _Baselines, position: int) -> JoinedCell:
-    part = {"mlp": "mlp", "attn": "attn"}.get(kind)  # a restored block output is a later block's input: no write
+    part = None if kind == "resid" else kind  # a restored block output is a later block's input: no write
     writes = {(layer, part): base.clean[RESTORED_HOOK[kind].format(layer)][position] for layer in restored if layer >= entry} if part else {}
     return JoinedCell(entry, _entering_residual(kind, entry, restored, base, position), writes)
 
